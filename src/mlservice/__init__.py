@@ -1,0 +1,3 @@
+"""mlservice: a self-hosted, pay-per-prediction ML service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""The application factory. Nothing is created at import time: engines, queues and models
+come to life in the lifespan, from the settings given to :func:`create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import APIRouter, FastAPI
+
+from mlservice import __version__
+from mlservice.catalog.router import router as catalog_router
+from mlservice.catalog.service import sync_catalog
+from mlservice.db import Database
+from mlservice.errors import install_error_handlers
+from mlservice.health import router as health_router
+from mlservice.jobs.executor import JobExecutor
+from mlservice.jobs.router import router as jobs_router
+from mlservice.jobs.workers import InProcessWorkers
+from mlservice.predictors.base import Predictor
+from mlservice.predictors.pool import PredictorPool
+from mlservice.predictors.registry import discover_predictors
+from mlservice.queue.base import JobQueue
+from mlservice.queue.memory import InProcessQueue
+from mlservice.settings import Settings
+from mlservice.storage.base import Storage
+from mlservice.storage.local import LocalStorage
+from mlservice.users.auth import configure_auth
+from mlservice.users.router import router as users_router
+from mlservice.wallet.router import router as wallet_router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    settings: Settings
+    db: Database
+    storage: Storage
+    queue: JobQueue
+    predictors: dict[str, type[Predictor]]
+    pool: PredictorPool
+    workers: InProcessWorkers | None
+
+
+def build_components(
+    settings: Settings, predictors: Mapping[str, type[Predictor]] | None = None
+) -> Components:
+    db = Database(settings.resolved_database_url, echo=settings.database_echo)
+    predictors = dict(predictors) if predictors is not None else discover_predictors()
+    pool = PredictorPool(predictors, settings.resolved_model_cache_dir)
+    queue = InProcessQueue()
+    storage = LocalStorage(settings.resolved_storage_dir)
+    workers = None
+    if settings.workers > 0:
+        executor = JobExecutor(
+            db,
+            storage,
+            pool,
+            lease_seconds=settings.job_lease_seconds,
+            max_attempts=settings.job_max_attempts,
+        )
+        workers = InProcessWorkers(
+            db,
+            queue,
+            executor,
+            concurrency=settings.workers,
+            max_attempts=settings.job_max_attempts,
+            preload=settings.preload_models,
+        )
+    return Components(settings, db, storage, queue, predictors, pool, workers)
+
+
+def create_app(
+    settings: Settings | None = None, *, predictors: Mapping[str, type[Predictor]] | None = None
+) -> FastAPI:
+    """Build the app; ``predictors`` replaces the discovered ones (embedding, tests)."""
+    settings = settings or Settings()
+    settings.jwt_secret_value()  # fail fast on a bad secret, and create it before the first request
+    configure_auth(cookie_secure=settings.cookie_secure, lifetime_seconds=settings.jwt_lifetime_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        components = build_components(settings, predictors)
+        app.state.components = components
+        async with components.db.session(write=True) as session:
+            await sync_catalog(session, components.predictors)
+        if components.workers is not None:
+            await components.workers.start()
+        try:
+            yield
+        finally:
+            if components.workers is not None:
+                await components.workers.stop()
+            await components.db.dispose()
+
+    app = FastAPI(
+        title="mlservice",
+        version=__version__,
+        description="Pay-per-prediction ML models: submit jobs, pay per run in credits.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    api = APIRouter(prefix="/api")
+    api.include_router(users_router)
+    api.include_router(wallet_router)
+    api.include_router(catalog_router)
+    api.include_router(jobs_router)
+    app.include_router(api)
+    app.include_router(health_router)
+    return app

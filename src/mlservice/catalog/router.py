@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from mlservice.catalog import service
+from mlservice.catalog.schemas import ModelRead, ModelUpdate
+from mlservice.catalog.tables import CatalogModel
+from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
+from mlservice.users.auth import AdminUser
+
+router = APIRouter(tags=["models"])
+
+
+def _read(model: CatalogModel, components: ComponentsDep) -> ModelRead:
+    predictor = components.predictors.get(model.slug)
+    schema = predictor.params_model.model_json_schema() if predictor else {}
+    return ModelRead.model_validate(model).model_copy(update={"params_schema": schema})
+
+
+@router.get("/models", response_model=list[ModelRead])
+async def list_models(session: SessionDep, components: ComponentsDep) -> list[ModelRead]:
+    """The models you can run, with their price per run in credits."""
+    return [_read(m, components) for m in await service.list_models(session)]
+
+
+@router.get("/models/{slug}", response_model=ModelRead)
+async def get_model(slug: str, session: SessionDep, components: ComponentsDep) -> ModelRead:
+    return _read(await service.get_runnable_model(session, slug), components)
+
+
+@router.get("/admin/models", response_model=list[ModelRead], tags=["admin"])
+async def admin_list_models(_: AdminUser, session: SessionDep, components: ComponentsDep) -> list[ModelRead]:
+    return [_read(m, components) for m in await service.list_models(session, include_disabled=True)]
+
+
+@router.patch("/admin/models/{slug}", response_model=ModelRead, tags=["admin"])
+async def admin_update_model(
+    slug: str, body: ModelUpdate, _: AdminUser, session: WriteSessionDep, components: ComponentsDep
+) -> ModelRead:
+    model = await service.update_model(session, slug, price=body.price, enabled=body.enabled)
+    return _read(model, components)

@@ -1,0 +1,129 @@
+"""``mlservice``: one subcommand per process and per maintenance task."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+
+from mlservice.settings import Settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mlservice.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from mlservice.migrations import runner
+
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    if args.downgrade:
+        runner.downgrade(settings.resolved_database_url, args.downgrade)
+    else:
+        runner.upgrade(settings.resolved_database_url, args.revision)
+    return 0
+
+
+async def _create_admin(settings: Settings, email: str, password: str) -> str:
+    from mlservice.db import Database
+    from mlservice.errors import AppError
+    from mlservice.users.service import create_admin
+
+    db = Database(settings.resolved_database_url)
+    try:
+        user, created = await create_admin(db, settings, email, password)
+    except AppError as exc:
+        raise SystemExit(f"error: {exc.message}") from None
+    finally:
+        await db.dispose()
+    return f"created administrator {user.email}" if created else f"{user.email} is now an administrator"
+
+
+def _create_admin_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    password = args.password or os.environ.get("MLSERVICE_ADMIN_PASSWORD")
+    if not password:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Repeat password: "):
+            print("error: the passwords differ", file=sys.stderr)
+            return 2
+    print(asyncio.run(_create_admin(settings, args.email, password)))
+    return 0
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from mlservice.predictors.registry import discover_predictors
+
+    predictors = discover_predictors()
+    cache = settings.resolved_model_cache_dir
+    if args.models_command == "list":
+        for slug, cls in sorted(predictors.items()):
+            state = "prepared" if cls(cache).is_prepared() else "not prepared"
+            print(f"{slug:28} {cls.task:24} {cls.default_price:>6} credits  {state}")
+        return 0
+    wanted = args.slugs or sorted(predictors)
+    unknown = [s for s in wanted if s not in predictors]
+    if unknown:
+        print(f"error: unknown model(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    cache.mkdir(parents=True, exist_ok=True)
+    for slug in wanted:
+        predictor = predictors[slug](cache)
+        if predictor.is_prepared() and not args.force:
+            print(f"{slug}: already prepared")
+            continue
+        print(f"{slug}: preparing into {cache} ...", flush=True)
+        predictor.prepare()
+        print(f"{slug}: done")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlservice", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (with in-process workers on the embedded default)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    migrate.set_defaults(handler=_migrate)
+
+    admin = sub.add_parser("create-admin", help="create an administrator, or promote an existing user")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", help="prefer MLSERVICE_ADMIN_PASSWORD or the prompt")
+    admin.set_defaults(handler=_create_admin_cmd)
+
+    models = sub.add_parser("models", help="model files")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    prepare = models_sub.add_parser("prepare", help="build model files into the model cache")
+    prepare.add_argument("slugs", nargs="*")
+    prepare.add_argument("--force", action="store_true")
+    models_sub.add_parser("list", help="list installed predictors")
+    models.set_defaults(handler=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.exit(args.handler(settings, args))

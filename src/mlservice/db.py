@@ -1,0 +1,123 @@
+"""Engine, sessions and the unit of work.
+
+One code path for SQLite (the embedded default) and PostgreSQL. The unit of work is the only
+commit point: request dependencies and workers open one with :meth:`Database.session`, services
+only ``flush()``.
+
+Writers on SQLite are serialised by an in-process lock taken *before* the transaction starts
+(``write=True``): SQLite allows one writer, and a deferred transaction that read before another
+writer committed could not write at all. On PostgreSQL writers run concurrently and services lock
+the rows they debit (``SELECT ... FOR UPDATE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+log = logging.getLogger(__name__)
+
+# Constraint names Alembic can rely on, on both databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Autoincrementing 64-bit keys; SQLite only autoincrements a column declared INTEGER.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+Callback = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: Callback) -> None:
+    """Run ``callback`` once the unit of work owning ``session`` has committed (e.g. publish)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def after_rollback(session: AsyncSession, callback: Callback) -> None:
+    """Run ``callback`` if the unit of work rolls back (e.g. delete a file written for it)."""
+    session.info.setdefault("after_rollback", []).append(callback)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (SQLAlchemy's recipe
+        # for correct SQLite transactions), and set the pragmas every connection needs.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str, echo: bool = False) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    def __init__(self, url: str, echo: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, echo)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
+
+    @asynccontextmanager
+    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits when the block ends, rolls back if it raises."""
+        writer = self._sqlite_writer if write else None
+        if writer is not None:
+            await writer.acquire()
+        try:
+            async with self.sessionmaker() as session:
+                session.info["database"] = self
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    await _run(session.info.get("after_rollback", []))
+                    raise
+                callbacks = session.info.get("after_commit", [])
+        finally:
+            if writer is not None:
+                writer.release()
+        await _run(callbacks)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def _run(callbacks: list[Callback]) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            # A failed publish is recovered by the sweeper; never turn a commit into an error.
+            log.exception("post-transaction callback failed")

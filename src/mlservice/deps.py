@@ -1,0 +1,43 @@
+"""Dependencies shared by every router: the unit of work and the app's components."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+if TYPE_CHECKING:
+    from mlservice.app import Components
+    from mlservice.settings import Settings
+
+
+def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
+
+
+def get_settings(request: Request) -> Settings:
+    return get_components(request).settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_components(request).db.session() as session:
+        yield session
+
+
+async def get_write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_components(request).db.session(write=True) as session:
+        yield session
+
+
+# scope="function": the unit of work commits before the response is sent, so a client never
+# sees a success whose commit then failed.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="function")]
+# fastapi-users resolves its user database with request-scoped dependencies, so the session it
+# reads the current user with is request-scoped too; it only ever reads.
+AuthSessionDep = Annotated[AsyncSession, Depends(get_session)]
+ComponentsDep = Annotated["Components", Depends(get_components)]
+SettingsDep = Annotated["Settings", Depends(get_settings)]

@@ -1,0 +1,115 @@
+"""One error hierarchy, rendered as ``{"error": {"code": ..., "message": ...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlservice.predictors.base import InvalidInput
+
+
+class AppError(Exception):
+    status_code: int = 400
+    code: str = "bad_request"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, status_code: int | None = None, **details: Any
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+# fastapi-users raises HTTPException with its own codes; give them our shape and plain words.
+_LIBRARY_CODES: dict[str, tuple[str, str]] = {
+    "REGISTER_USER_ALREADY_EXISTS": ("email_taken", "An account with this e-mail address already exists."),
+    "LOGIN_BAD_CREDENTIALS": ("bad_credentials", "Wrong e-mail or password, or the account is inactive."),
+    "LOGIN_USER_NOT_VERIFIED": ("user_not_verified", "The account's e-mail address is not verified."),
+    "REGISTER_INVALID_PASSWORD": ("invalid_password", "The password does not meet the policy."),
+    "UPDATE_USER_EMAIL_ALREADY_EXISTS": (
+        "email_taken",
+        "An account with this e-mail address already exists.",
+    ),
+    "UPDATE_USER_INVALID_PASSWORD": ("invalid_password", "The password does not meet the policy."),
+}
+_STATUS_CODES = {
+    401: ("not_authenticated", "Authentication required."),
+    403: ("forbidden", "You are not allowed to do this."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("request_too_large", "The request body is too large."),
+}
+
+
+def _http_exception(exc: StarletteHTTPException) -> tuple[str, str]:
+    detail = exc.detail
+    if isinstance(detail, dict) and "code" in detail:
+        code, message = _LIBRARY_CODES.get(str(detail["code"]), (str(detail["code"]).lower(), ""))
+        reason = detail.get("reason")
+        return code, str(reason) if reason else message
+    if isinstance(detail, str) and detail in _LIBRARY_CODES:
+        return _LIBRARY_CODES[detail]
+    if exc.status_code in _STATUS_CODES:
+        code, message = _STATUS_CODES[exc.status_code]
+        if isinstance(detail, str) and detail and detail.lower() not in {"not found", "unauthorized"}:
+            message = detail
+        return code, message
+    return f"http_{exc.status_code}", str(detail)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, **exc.details), status_code=exc.status_code)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        summary = "; ".join(f"{p['field'] or 'request'}: {p['message']}" for p in problems)
+        return JSONResponse(
+            error_body("validation_error", f"Invalid request: {summary}", fields=problems), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, message = _http_exception(exc)
+        return JSONResponse(
+            error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )

@@ -1,0 +1,25 @@
+from mlservice.errors import AppError, NotFound
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class JobNotCancelable(AppError):
+    status_code = 409
+    code = "job_not_cancelable"
+
+
+class ModelUnavailable(AppError):
+    status_code = 503
+    code = "model_unavailable"
+
+
+class FileTooLarge(AppError):
+    status_code = 413
+    code = "file_too_large"
+
+
+class MissingInput(AppError):
+    status_code = 422
+    code = "missing_input"

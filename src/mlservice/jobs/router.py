@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
+from fastapi.responses import JSONResponse
+
+from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
+from mlservice.jobs import service
+from mlservice.jobs.errors import FileTooLarge, JobNotFound
+from mlservice.jobs.schemas import JobPage, JobRead
+from mlservice.jobs.tables import JobStatus
+from mlservice.predictors.base import InputLimits
+from mlservice.users.auth import CurrentUser
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_CHUNK = 1024 * 1024
+
+
+async def read_upload(upload: UploadFile | None, max_bytes: int) -> bytes | None:
+    """The upload's bytes, refusing anything over ``max_bytes`` without reading it all."""
+    if upload is None:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FileTooLarge(f"The file is larger than the limit of {max_bytes} bytes.", limit=max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "",
+    response_model=JobRead,
+    status_code=status.HTTP_201_CREATED,
+    responses={402: {"description": "Not enough credits"}, 413: {"description": "File too large"}},
+)
+async def submit_job(
+    user: CurrentUser,
+    session: WriteSessionDep,
+    components: ComponentsDep,
+    model: Annotated[str, Form(description="Catalog slug of the model to run")],
+    file: Annotated[UploadFile | None, File(description="Input file for image/file models")] = None,
+    text: Annotated[str | None, Form(description="Input text for text models")] = None,
+    params: Annotated[
+        str | None, Form(description='Model parameters as a JSON object, e.g. {"top_k": 3}')
+    ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """Submit a job: the model's price is held now and charged only if the job succeeds."""
+    settings = components.settings
+    data = await read_upload(file, settings.max_upload_bytes)
+    outcome = await service.submit(
+        session,
+        user_id=user.id,
+        submission=service.Submission(
+            model_slug=model,
+            raw_params=params,
+            data=data,
+            filename=file.filename if file else None,
+            text=text,
+        ),
+        idempotency_key=idempotency_key,
+        predictors=components.predictors,
+        limits=InputLimits(settings.max_upload_bytes, settings.max_image_pixels),
+        storage=components.storage,
+        queue=components.queue,
+    )
+    return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: JobStatus | None = None,
+    model: str | None = None,
+) -> JobPage:
+    """Your jobs, newest first, without inputs or results."""
+    page = await service.list_jobs(
+        session, user.id, limit=limit, offset=offset, status=status, model_slug=model
+    )
+    return JobPage(
+        items=[service.job_summary(j) for j in page.items], total=page.total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}", response_model=JobRead)
+async def get_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> JobRead:
+    return service.job_read(await service.get_owned_job(session, user.id, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead)
+async def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> JobRead:
+    return service.job_read(await service.cancel(session, user.id, job_id))
+
+
+@router.get("/{job_id}/input", response_class=Response)
+async def download_input(
+    job_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
+) -> Response:
+    """The file you uploaded, always as an attachment (never rendered inline)."""
+    job = await service.get_owned_job(session, user.id, job_id)
+    if job.input_file is None:
+        raise JobNotFound("This job has no input file.", code="file_not_found")
+    try:
+        data = await components.storage.get(job.input_file)
+    except FileNotFoundError:
+        raise JobNotFound("The input file is no longer stored.", code="file_not_found") from None
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{job.id}-input"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

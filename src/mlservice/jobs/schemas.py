@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class JobSummary(BaseModel):
+    """A job in a listing: no input details, no result."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    model: str
+    status: str
+    cost: int
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    processing_ms: float | None
+    error_code: str | None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobRead(JobSummary):
+    params: dict[str, Any]
+    input: dict[str, Any]
+    output: dict[str, Any] | None
+    error: JobError | None
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    total: int
+    limit: int
+    offset: int

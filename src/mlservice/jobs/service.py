@@ -1,0 +1,221 @@
+"""Submitting, reading and canceling jobs. Execution lives in :mod:`mlservice.jobs.executor`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mlservice.catalog.service import get_runnable_model
+from mlservice.db import after_commit, after_rollback
+from mlservice.idempotency import service as idempotency
+from mlservice.jobs.errors import JobNotCancelable, JobNotFound, MissingInput, ModelUnavailable
+from mlservice.jobs.schemas import JobError, JobRead, JobSummary
+from mlservice.jobs.tables import Job, JobStatus
+from mlservice.predictors.base import InputLimits, InvalidInput, Predictor
+from mlservice.queue.base import JobQueue
+from mlservice.storage.base import Storage
+from mlservice.types import utcnow
+from mlservice.wallet import service as wallet
+
+MAX_TEXT_LENGTH = 10_000
+
+
+@dataclass(frozen=True)
+class Submission:
+    model_slug: str
+    raw_params: str | None
+    data: bytes | None
+    filename: str | None
+    text: str | None
+
+
+def input_key(job_id: uuid.UUID) -> str:
+    return f"jobs/{job_id}/input"
+
+
+def parse_raw_params(raw: str | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"`params` is not valid JSON: {exc.msg}.", code="invalid_params") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput("`params` must be a JSON object.", code="invalid_params")
+    return value
+
+
+def job_summary(job: Job) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        model=job.model_slug,
+        status=job.status,
+        cost=job.cost,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        processing_ms=job.processing_ms,
+        error_code=job.error_code,
+    )
+
+
+def job_read(job: Job) -> JobRead:
+    error = None
+    if job.error_code:
+        error = JobError(code=job.error_code, message=job.error_message or "")
+    input_info = dict(job.input_meta)
+    if job.input_text is not None:
+        input_info["text"] = job.input_text
+    return JobRead(
+        **job_summary(job).model_dump(),
+        params=job.params,
+        input=input_info,
+        output=job.output,
+        error=error,
+    )
+
+
+async def _validate(
+    submission: Submission, cls: type[Predictor], limits: InputLimits
+) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    params = cls.parse_params(parse_raw_params(submission.raw_params))
+    text = submission.text
+    if cls.input_kind == "text":
+        if text is None or not text.strip():
+            raise MissingInput("This model needs a non-empty `text`.", code="empty_text")
+        text = text.strip()
+        if len(text) > MAX_TEXT_LENGTH:
+            raise InvalidInput(f"`text` is limited to {MAX_TEXT_LENGTH} characters.", code="text_too_long")
+    elif submission.data is None:
+        raise MissingInput("This model needs an uploaded `file`.")
+    # Decoding to validate can take a while for large images: keep it off the event loop.
+    meta = await anyio.to_thread.run_sync(cls.prepare_input, submission.data, text, limits)
+    if submission.data is not None:
+        meta = {**meta, "bytes": len(submission.data)}
+        if submission.filename:
+            meta["filename"] = submission.filename[:200]
+    return params, meta, text
+
+
+async def submit(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    submission: Submission,
+    idempotency_key: str | None,
+    predictors: Mapping[str, type[Predictor]],
+    limits: InputLimits,
+    storage: Storage,
+    queue: JobQueue,
+) -> idempotency.Outcome:
+    """Validate, hold the price and queue the job, all in the caller's unit of work.
+
+    Anything wrong with the request raises before a row is written; the job, its hold and the
+    stored input commit together, and the queue hears of the job only after that commit.
+    """
+    model = await get_runnable_model(session, submission.model_slug)
+    cls = predictors.get(model.slug)
+    if cls is None:
+        raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
+    params, meta, text = await _validate(submission, cls, limits)
+
+    fingerprint = idempotency.request_fingerprint(
+        model=model.slug,
+        params=params,
+        text=text,
+        file=hashlib.sha256(submission.data).hexdigest() if submission.data is not None else None,
+    )
+
+    async def create() -> tuple[int, dict[str, Any]]:
+        account = await wallet.lock_wallet(session, user_id)
+        job = Job(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            model_slug=model.slug,
+            status=JobStatus.queued,
+            cost=model.price,
+            params=params,
+            input_meta=meta,
+            input_text=text,
+            attempts=0,
+        )
+        session.add(job)
+        await session.flush()
+        await wallet.place_hold(session, account, job.id, model.price)
+        if submission.data is not None:
+            key = input_key(job.id)
+            job.input_file = key
+            await storage.put(key, submission.data)
+            after_rollback(session, lambda: storage.delete(key))
+        await session.flush()
+
+        async def publish() -> None:
+            await queue.publish(model.slug, job.id)
+
+        after_commit(session, publish)
+        return 201, job_read(job).model_dump(mode="json")
+
+    return await idempotency.run_once(session, user_id, "jobs.create", idempotency_key, fingerprint, create)
+
+
+async def get_owned_job(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """The job if ``user_id`` owns it; anybody else's id is answered as not found."""
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None or job.user_id != user_id:
+        raise JobNotFound("Job not found.")
+    return job
+
+
+@dataclass
+class JobList:
+    items: list[Job]
+    total: int
+
+
+async def list_jobs(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    offset: int,
+    status: JobStatus | None = None,
+    model_slug: str | None = None,
+) -> JobList:
+    where = [Job.user_id == user_id]
+    if status is not None:
+        where.append(Job.status == status)
+    if model_slug is not None:
+        where.append(Job.model_slug == model_slug)
+    total = await session.scalar(select(func.count()).select_from(Job).where(*where))
+    rows = await session.scalars(
+        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    )
+    return JobList(items=list(rows), total=total or 0)
+
+
+async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """Cancel a queued job and release its hold; a job a worker has claimed runs to its end."""
+    job = await get_owned_job(session, user_id, job_id)
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.canceled, finished_at=utcnow(), lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        await session.refresh(job)
+        raise JobNotCancelable(
+            f"Only queued jobs can be canceled; this one is {job.status}.", status=job.status
+        )
+    await wallet.release_hold(session, job.id)
+    await session.refresh(job)
+    return job

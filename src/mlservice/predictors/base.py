@@ -1,0 +1,108 @@
+"""The predictor contract.
+
+A predictor is one model in the catalog. It declares what it is (slug, task, price, input kind,
+parameters) and implements two phases, following the setup/predict split of cog and BentoML:
+
+* ``prepare_input`` runs in the API process at submit time, before any credit is held. It checks
+  the uploaded bytes and parameters and raises :class:`InvalidInput` for anything it cannot run on.
+  It must be cheap: no model is loaded for it.
+* ``load`` runs once per worker process; ``predict_batch`` takes a list of prepared inputs and
+  returns one JSON-serialisable output per input, in order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+InputKind = Literal["image", "text", "file"]
+
+
+class InvalidInput(Exception):
+    """The input or parameters cannot be run by this predictor (rendered as a 4xx, no charge)."""
+
+    def __init__(self, message: str, code: str = "invalid_input", status_code: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status_code = status_code
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Limits the API enforces on uploads before a predictor sees them."""
+
+    max_upload_bytes: int
+    max_image_pixels: int
+
+
+@dataclass
+class PredictInput:
+    """What a worker hands to ``predict_batch`` for one job."""
+
+    data: bytes | None
+    text: str | None
+    params: dict[str, Any]
+    artifacts_dir: Path | None = None  # where a predictor may write output files for this job
+
+
+@dataclass
+class PredictOutput:
+    result: dict[str, Any]
+    artifacts: dict[str, Path] = field(default_factory=dict)  # name -> file written by the predictor
+
+
+class Predictor(ABC):
+    slug: ClassVar[str]
+    title: ClassVar[str]
+    task: ClassVar[str]
+    description: ClassVar[str]
+    input_kind: ClassVar[InputKind]
+    params_model: ClassVar[type[BaseModel]] = NoParams
+    default_price: ClassVar[int]
+    max_batch_size: ClassVar[int] = 1
+    max_wait_ms: ClassVar[int] = 0
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+
+    @classmethod
+    def parse_params(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        try:
+            return cls.params_model.model_validate(raw).model_dump()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in exc.errors()
+            )
+            raise InvalidInput(f"Invalid parameters: {problems}", code="invalid_params") from exc
+
+    @classmethod
+    @abstractmethod
+    def prepare_input(cls, data: bytes | None, text: str | None, limits: InputLimits) -> dict[str, Any]:
+        """Validate an upload; return metadata about it (e.g. image size) to keep with the job."""
+
+    def is_prepared(self) -> bool:
+        """True when the files ``prepare`` builds exist in the model cache."""
+        return True
+
+    def prepare(self) -> None:
+        """Build model files into the cache (``mlservice models prepare``); idempotent."""
+        return None
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model into memory and warm it up."""
+
+    @abstractmethod
+    def predict_batch(self, inputs: list[PredictInput]) -> list[PredictOutput]:
+        """Run the model on a batch; one output per input, in order."""

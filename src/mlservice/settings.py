@@ -1,0 +1,85 @@
+"""Settings, read once at startup from the environment (prefix ``MLSERVICE_``) and ``.env``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MLSERVICE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where the embedded default keeps everything: the SQLite file, uploads, the model cache.
+    var_dir: Path = Path("var")
+    database_url: str = ""  # empty: sqlite+aiosqlite:///<var_dir>/mlservice.db
+    database_echo: bool = False
+    storage_dir: Path | None = None  # empty: <var_dir>/files
+    model_cache_dir: Path | None = None  # empty: <var_dir>/models
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Never a hard-coded default: generated once and kept in <var_dir>/jwt-secret when unset.
+    jwt_secret: SecretStr | None = None
+    jwt_lifetime_seconds: int = 3600 * 24
+    cookie_secure: bool = False
+
+    signup_bonus: int = Field(default=100, ge=0)
+    max_refill_amount: int = Field(default=100_000, gt=0)
+
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+
+    # In-process workers of the embedded default.
+    workers: int = Field(default=1, ge=0)
+    inference_threads: int = Field(default=0, ge=0)  # 0: let onnxruntime decide
+    preload_models: bool = False
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_lease_seconds: int = Field(default=300, gt=0)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'mlservice.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir or self.var_dir / "files"
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or self.var_dir / "models"
+
+    def jwt_secret_value(self) -> str:
+        """The configured secret, or one generated on first use and kept under ``var_dir``."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.var_dir / "jwt-secret"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            # Written aside, then linked into place: two processes starting together end up
+            # reading the same complete secret, whoever wins.
+            tmp = path.with_name(f".jwt-secret.{secrets.token_hex(8)}")
+            tmp.write_text(secrets.token_urlsafe(48), encoding="ascii")
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        secret = path.read_text(encoding="ascii").strip()
+        if len(secret) < 32:
+            raise RuntimeError(f"{path} holds a JWT secret shorter than 32 characters")
+        return secret

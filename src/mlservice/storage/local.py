@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+import anyio
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+class LocalStorage:
+    """Files under one directory. Keys are relative paths; nothing is ever executable."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path(self, key: str) -> Path:
+        if not _KEY.match(key) or ".." in key:
+            raise ValueError(f"invalid storage key: {key!r}")
+        return self.root / key
+
+    async def put(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            # 0o640 whatever the umask says: uploads are data, never programs.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o640)
+            os.replace(tmp, path)
+
+        await anyio.to_thread.run_sync(write)
+
+    async def get(self, key: str) -> bytes:
+        return await anyio.Path(self.path(key)).read_bytes()
+
+    async def delete(self, key: str) -> None:
+        await anyio.Path(self.path(key)).unlink(missing_ok=True)
+
+    async def exists(self, key: str) -> bool:
+        return await anyio.Path(self.path(key)).exists()

@@ -1,0 +1,65 @@
+"""Authentication: JWT as a bearer token for API clients and in a cookie for the web UI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi_users import FastAPIUsers
+from fastapi_users.authentication import AuthenticationBackend, BearerTransport, CookieTransport, JWTStrategy
+
+from mlservice.deps import AuthSessionDep, SettingsDep
+from mlservice.errors import Forbidden
+from mlservice.users.manager import UserDatabase, UserManager
+from mlservice.users.tables import User
+
+COOKIE_NAME = "mlservice_auth"
+
+
+async def get_user_db(session: AuthSessionDep, settings: SettingsDep) -> AsyncIterator[UserDatabase]:
+    yield UserDatabase(session, settings.signup_bonus)
+
+
+async def get_user_manager(
+    user_db: Annotated[UserDatabase, Depends(get_user_db)], settings: SettingsDep
+) -> AsyncIterator[UserManager]:
+    yield UserManager(user_db, settings)
+
+
+def get_jwt_strategy(request: Request) -> JWTStrategy[User, uuid.UUID]:
+    settings = request.app.state.components.settings
+    return JWTStrategy(secret=settings.jwt_secret_value(), lifetime_seconds=settings.jwt_lifetime_seconds)
+
+
+bearer_transport = BearerTransport(tokenUrl="/api/auth/jwt/login")
+# `secure` follows the setting at startup (see configure_auth): behind TLS it must be on.
+cookie_transport = CookieTransport(
+    cookie_name=COOKIE_NAME, cookie_httponly=True, cookie_samesite="lax", cookie_secure=False
+)
+
+jwt_backend = AuthenticationBackend(name="jwt", transport=bearer_transport, get_strategy=get_jwt_strategy)
+cookie_backend = AuthenticationBackend(
+    name="cookie", transport=cookie_transport, get_strategy=get_jwt_strategy
+)
+
+fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [jwt_backend, cookie_backend])
+
+
+def configure_auth(*, cookie_secure: bool, lifetime_seconds: int) -> None:
+    cookie_transport.cookie_secure = cookie_secure
+    cookie_transport.cookie_max_age = lifetime_seconds
+
+
+current_active_user = fastapi_users.current_user(active=True)
+
+
+async def require_admin(user: Annotated[User, Depends(current_active_user)]) -> User:
+    if not user.is_superuser:
+        raise Forbidden("Administrators only.", code="admin_required")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_active_user)]
+AdminUser = Annotated[User, Depends(require_admin)]

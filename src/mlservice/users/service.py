@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from fastapi_users import InvalidPasswordException, exceptions
+from sqlalchemy import select
+
+from mlservice.db import Database
+from mlservice.errors import AppError
+from mlservice.settings import Settings
+from mlservice.users.manager import UserDatabase, UserManager
+from mlservice.users.schemas import UserCreate
+from mlservice.users.tables import User
+
+
+async def create_admin(db: Database, settings: Settings, email: str, password: str) -> tuple[User, bool]:
+    """Create an administrator, or promote the existing account; returns (user, created)."""
+    async with db.session(write=True) as session:
+        existing = await session.scalar(select(User).where(User.email == email.strip().lower()))
+        if existing is not None:
+            existing.is_superuser = True
+            return existing, False
+        manager = UserManager(UserDatabase(session, settings.signup_bonus), settings)
+        try:
+            user = await manager.create(UserCreate(email=email, password=password, is_superuser=True))
+        except InvalidPasswordException as exc:
+            raise AppError(str(exc.reason), code="invalid_password") from None
+        except exceptions.UserAlreadyExists:
+            raise AppError(f"{email} already exists", code="email_taken") from None
+        return user, True

@@ -1,0 +1,164 @@
+"""The wallet: every change is a ledger entry written together with the wallet's running totals.
+
+Callers lock the wallet (:func:`lock_wallet`) before changing it, in the unit of work that also
+writes what the change is for (the job, the top-up), so money and the reason for it commit together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mlservice.errors import NotFound
+from mlservice.types import utcnow
+from mlservice.wallet.errors import InsufficientCredits
+from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
+
+
+async def create_wallet(session: AsyncSession, user_id: uuid.UUID, signup_bonus: int) -> Wallet:
+    wallet = Wallet(user_id=user_id, balance=0, held=0)
+    session.add(wallet)
+    await session.flush()
+    if signup_bonus > 0:
+        _post(session, wallet, EntryType.signup_bonus, amount=signup_bonus, note="Welcome bonus")
+    await session.flush()
+    return wallet
+
+
+async def get_wallet(session: AsyncSession, user_id: uuid.UUID) -> Wallet:
+    wallet = await session.get(Wallet, user_id, populate_existing=True)
+    if wallet is None:
+        raise NotFound("Wallet not found.", code="wallet_not_found")
+    return wallet
+
+
+async def lock_wallet(session: AsyncSession, user_id: uuid.UUID) -> Wallet:
+    """Load the wallet for a change: row-locked on PostgreSQL (SQLite has one writer already)."""
+    stmt = (
+        select(Wallet)
+        .where(Wallet.user_id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    wallet = (await session.execute(stmt)).scalar_one_or_none()
+    if wallet is None:
+        raise NotFound("Wallet not found.", code="wallet_not_found")
+    return wallet
+
+
+def _post(
+    session: AsyncSession,
+    wallet: Wallet,
+    type_: EntryType,
+    *,
+    amount: int = 0,
+    held_delta: int = 0,
+    job_id: uuid.UUID | None = None,
+    note: str | None = None,
+) -> LedgerEntry:
+    balance, held = wallet.balance + amount, wallet.held + held_delta
+    # The database checks these too; checking first gives a clear error instead of an integrity one.
+    if balance < 0 or held < 0 or held > balance:
+        raise InsufficientCredits(
+            "Not enough available credits for this operation.", available=wallet.available
+        )
+    wallet.balance, wallet.held = balance, held
+    entry = LedgerEntry(
+        user_id=wallet.user_id,
+        type=type_,
+        amount=amount,
+        held_delta=held_delta,
+        balance_after=wallet.balance,
+        held_after=wallet.held,
+        job_id=job_id,
+        note=note,
+    )
+    session.add(entry)
+    return entry
+
+
+async def top_up(session: AsyncSession, user_id: uuid.UUID, amount: int) -> LedgerEntry:
+    wallet = await lock_wallet(session, user_id)
+    entry = _post(session, wallet, EntryType.topup, amount=amount, note="Demo payment")
+    await session.flush()
+    return entry
+
+
+async def adjust(session: AsyncSession, user_id: uuid.UUID, amount: int, note: str) -> LedgerEntry:
+    """An administrator's correction, positive or negative; never below the open holds."""
+    wallet = await lock_wallet(session, user_id)
+    entry = _post(session, wallet, EntryType.adjustment, amount=amount, note=note)
+    await session.flush()
+    return entry
+
+
+async def place_hold(session: AsyncSession, wallet: Wallet, job_id: uuid.UUID, amount: int) -> Hold:
+    """Reserve ``amount`` for a job; the caller holds the wallet lock."""
+    if amount > wallet.available:
+        raise InsufficientCredits(
+            f"This run costs {amount} credits; {wallet.available} available. Top up your wallet.",
+            price=amount,
+            available=wallet.available,
+        )
+    hold = Hold(user_id=wallet.user_id, job_id=job_id, amount=amount, status=HoldStatus.open)
+    session.add(hold)
+    _post(session, wallet, EntryType.hold, held_delta=amount, job_id=job_id)
+    await session.flush()
+    return hold
+
+
+async def _resolve(session: AsyncSession, job_id: uuid.UUID, to: HoldStatus) -> Hold | None:
+    """Move the job's open hold to ``to``; returns None when it was already resolved.
+
+    The guarded UPDATE is what makes a hold resolve exactly once, whoever tries concurrently.
+    """
+    hold = (await session.execute(select(Hold).where(Hold.job_id == job_id))).scalar_one_or_none()
+    if hold is None:
+        return None
+    wallet = await lock_wallet(session, hold.user_id)
+    result = await session.execute(
+        update(Hold)
+        .where(Hold.id == hold.id, Hold.status == HoldStatus.open)
+        .values(status=to, resolved_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    if to is HoldStatus.captured:
+        _post(session, wallet, EntryType.capture, amount=-hold.amount, held_delta=-hold.amount, job_id=job_id)
+    else:
+        _post(session, wallet, EntryType.release, held_delta=-hold.amount, job_id=job_id)
+    await session.flush()
+    await session.refresh(hold)
+    return hold
+
+
+async def capture_hold(session: AsyncSession, job_id: uuid.UUID) -> Hold | None:
+    return await _resolve(session, job_id, HoldStatus.captured)
+
+
+async def release_hold(session: AsyncSession, job_id: uuid.UUID) -> Hold | None:
+    return await _resolve(session, job_id, HoldStatus.released)
+
+
+@dataclass
+class EntryPage:
+    items: list[LedgerEntry]
+    total: int
+
+
+async def list_entries(session: AsyncSession, user_id: uuid.UUID, limit: int, offset: int) -> EntryPage:
+    total = await session.scalar(
+        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.user_id == user_id)
+    )
+    rows = await session.scalars(
+        select(LedgerEntry)
+        .where(LedgerEntry.user_id == user_id)
+        .order_by(LedgerEntry.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return EntryPage(items=list(rows), total=total or 0)

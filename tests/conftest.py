@@ -1,0 +1,190 @@
+"""Fixtures: a real database per backend (SQLite file and a fresh PostgreSQL database), built by
+the migrations, emptied before each test; the app with its lifespan; users and tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from mlservice.app import create_app
+from mlservice.db import Database
+from mlservice.migrations.runner import upgrade
+from mlservice.predictors.image_classifier import ImageClassifier
+from mlservice.settings import Settings
+from mlservice.tables import metadata
+from mlservice.users.service import create_admin
+from tests.fixtures.predictors import EchoText
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = [b.strip() for b in os.environ.get("MLSERVICE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
+PG_SERVER = os.environ.get("MLSERVICE_TEST_PG", "postgres@127.0.0.1:5432")
+PASSWORD = "correct horse 42"
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """The classifier's ONNX file, exported once and kept between local runs."""
+    cache = Path(os.environ.get("MLSERVICE_TEST_MODEL_CACHE", ROOT / "var" / "test-models"))
+    classifier = ImageClassifier(cache)
+    if not classifier.is_prepared():
+        cache.mkdir(parents=True, exist_ok=True)
+        classifier.prepare()
+    return cache
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+        await asyncio.to_thread(upgrade, url)
+        yield url
+        return
+    name = f"mlservice_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = f"postgresql+asyncpg://{PG_SERVER}/{name}"
+    try:
+        await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+async def empty_database(url: str) -> None:
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            if db.is_sqlite:
+                for table in reversed(metadata.sorted_tables):
+                    await conn.execute(table.delete())
+            else:
+                names = ", ".join(t.name for t in metadata.sorted_tables)
+                await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def settings_factory(
+    database_url: str, tmp_path: Path, model_cache: Path
+) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "var_dir": tmp_path / "var",
+            "database_url": database_url,
+            "model_cache_dir": model_cache,
+            "jwt_secret": "test-secret-" + "x" * 40,
+            "workers": 1,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@dataclass
+class Service:
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: Settings
+
+    @property
+    def db(self) -> Database:
+        return self.app.state.components.db  # type: ignore[no-any-return]
+
+    async def user(self, email: str | None = None, password: str = PASSWORD) -> dict[str, str]:
+        """Register and log in; returns the bearer headers."""
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        r = await self.client.post("/api/auth/register", json={"email": email, "password": password})
+        assert r.status_code == 201, r.text
+        return await self.login(email, password)
+
+    async def login(self, email: str, password: str = PASSWORD) -> dict[str, str]:
+        r = await self.client.post("/api/auth/jwt/login", data={"username": email, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    async def admin(self) -> dict[str, str]:
+        email = f"admin-{uuid.uuid4().hex[:10]}@example.com"
+        await create_admin(self.db, self.settings, email, PASSWORD)
+        return await self.login(email)
+
+
+@pytest.fixture
+async def service_factory(
+    database_url: str, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[Callable[..., Any]]:
+    await empty_database(database_url)
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Service]:
+        settings = settings_factory(**overrides)
+        app = create_app(settings, predictors={ImageClassifier.slug: ImageClassifier, EchoText.slug: EchoText})
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                yield Service(app, client, settings)
+
+    yield start
+
+
+@pytest.fixture
+async def service(service_factory: Callable[..., Any]) -> AsyncIterator[Service]:
+    async with service_factory() as svc:
+        yield svc
+
+
+def jpeg_bytes(image: Any, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def chelsea_jpeg() -> bytes:
+    from skimage import data
+
+    return jpeg_bytes(data.chelsea())
+
+
+async def wait_for_job(client: httpx.AsyncClient, headers: dict[str, str], job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        r = await client.get(f"/api/jobs/{job_id}", headers=headers)
+        assert r.status_code == 200, r.text
+        job: dict[str, Any] = r.json()
+        if job["status"] in {"succeeded", "failed", "canceled"}:
+            return job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+        await asyncio.sleep(0.05)
