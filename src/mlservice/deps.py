@@ -36,8 +36,13 @@ async def get_write_session(request: Request) -> AsyncIterator[AsyncSession]:
 # sees a success whose commit then failed.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="function")]
+async def get_auth_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_components(request).db.session() as session:
+        yield session
+
+
 # fastapi-users resolves its user database with request-scoped dependencies, so the session it
-# reads the current user with is request-scoped too; it only ever reads.
-AuthSessionDep = Annotated[AsyncSession, Depends(get_session)]
+# reads the current user with is request-scoped too. It only reads (login may rehash a password).
+AuthSessionDep = Annotated[AsyncSession, Depends(get_auth_session)]
 ComponentsDep = Annotated["Components", Depends(get_components)]
 SettingsDep = Annotated["Settings", Depends(get_settings)]

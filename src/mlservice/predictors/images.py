@@ -13,6 +13,7 @@ mapped to stable :class:`InvalidInput` codes in one place:
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def _open(data: bytes, limits: InputLimits) -> ImageFile.ImageFile:
         with warnings.catch_warnings():
             # We enforce our own pixel limit below; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(_FORMATS))
+            image = Image.open(io.BytesIO(data), formats=_pillow_formats())
     except Image.DecompressionBombError as exc:
         raise _too_large(limits) from exc
     except UnidentifiedImageError as exc:
@@ -152,6 +153,14 @@ def _load(image: ImageFile.ImageFile, limits: InputLimits) -> None:
     except Exception as exc:
         # Truncated data surfaces as OSError, other damage as whatever the decoder raises.
         raise _corrupt() from exc
+
+
+@functools.cache
+def _pillow_formats() -> tuple[str, ...]:
+    # ``open`` with an explicit format list only considers plugins already registered, and Pillow
+    # registers some of ours (MPO, WEBP, TIFF) lazily.
+    Image.init()
+    return tuple(name for name in _FORMATS if name in Image.OPEN)
 
 
 def _header_orientation(image: ImageFile.ImageFile) -> int:

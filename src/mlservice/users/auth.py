@@ -52,7 +52,16 @@ def configure_auth(*, cookie_secure: bool, lifetime_seconds: int) -> None:
     cookie_transport.cookie_max_age = lifetime_seconds
 
 
-current_active_user = fastapi_users.current_user(active=True)
+_library_current_user = fastapi_users.current_user(active=True)
+
+
+async def current_active_user(
+    user: Annotated[User, Depends(_library_current_user)], session: AuthSessionDep
+) -> User:
+    # Hand the connection back now: the request may then wait for the SQLite writer, and a
+    # queue of waiters each holding a pooled connection would starve the one that holds it.
+    await session.close()
+    return user
 
 
 async def require_admin(user: Annotated[User, Depends(current_active_user)]) -> User:
