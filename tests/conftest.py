@@ -32,7 +32,9 @@ from mlservice.users.service import create_admin
 from tests.fixtures.predictors import EchoText
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = [b.strip() for b in os.environ.get("MLSERVICE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
+BACKENDS = [
+    b.strip() for b in os.environ.get("MLSERVICE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
+]
 PG_SERVER = os.environ.get("MLSERVICE_TEST_PG", "postgres@127.0.0.1:5432")
 PASSWORD = "correct horse 42"
 
@@ -49,7 +51,9 @@ def model_cache() -> Path:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
         await asyncio.to_thread(upgrade, url)
@@ -93,9 +97,7 @@ async def empty_database(url: str) -> None:
 
 
 @pytest.fixture
-def settings_factory(
-    database_url: str, tmp_path: Path, model_cache: Path
-) -> Callable[..., Settings]:
+def settings_factory(database_url: str, tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "var_dir": tmp_path / "var",
@@ -147,13 +149,15 @@ async def service_factory(
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Service]:
         settings = settings_factory(**overrides)
-        app = create_app(settings, predictors={ImageClassifier.slug: ImageClassifier, EchoText.slug: EchoText})
+        app = create_app(
+            settings, predictors={ImageClassifier.slug: ImageClassifier, EchoText.slug: EchoText}
+        )
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 yield Service(app, client, settings)
 
-    yield start
+    return start
 
 
 @pytest.fixture
@@ -177,8 +181,10 @@ def chelsea_jpeg() -> bytes:
     return jpeg_bytes(data.chelsea())
 
 
-async def wait_for_job(client: httpx.AsyncClient, headers: dict[str, str], job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for_job(
+    client: httpx.AsyncClient, headers: dict[str, str], job_id: str, within: float = 60
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         r = await client.get(f"/api/jobs/{job_id}", headers=headers)
         assert r.status_code == 200, r.text
@@ -186,5 +192,5 @@ async def wait_for_job(client: httpx.AsyncClient, headers: dict[str, str], job_i
         if job["status"] in {"succeeded", "failed", "canceled"}:
             return job
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+            raise AssertionError(f"job {job_id} still {job['status']} after {within}s")
         await asyncio.sleep(0.05)

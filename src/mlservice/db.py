@@ -82,6 +82,9 @@ def make_engine(url: str, echo: bool = False) -> AsyncEngine:
 
 class Database:
     def __init__(self, url: str, echo: bool = False) -> None:
+        # Every mapper must be known before the first query, whichever process this is.
+        import mlservice.tables  # noqa: F401
+
         self.url = url
         self.engine = make_engine(url, echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"

@@ -36,6 +36,8 @@ async def get_write_session(request: Request) -> AsyncIterator[AsyncSession]:
 # sees a success whose commit then failed.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="function")]
+
+
 async def get_auth_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with get_components(request).db.session() as session:
         yield session

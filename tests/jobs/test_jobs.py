@@ -29,7 +29,9 @@ async def test_job_succeeds_and_hold_is_captured(service: Service) -> None:
     done = await wait_for_job(service.client, headers, job["id"])
     assert done["status"] == "succeeded"
     assert done["output"]["echo"] == "HELLO WORLD"
-    assert done["started_at"] and done["finished_at"] and done["processing_ms"] is not None
+    assert done["started_at"]
+    assert done["finished_at"]
+    assert done["processing_ms"] is not None
     assert await wallet(service, headers) == {"balance": 97, "held": 0, "available": 97}
     history = (await service.client.get("/api/wallet/transactions", headers=headers)).json()["items"]
     assert [(e["type"], e["amount"], e["held_delta"], e["job_id"]) for e in history[:2]] == [
@@ -46,7 +48,9 @@ async def test_failed_job_releases_hold(service: Service) -> None:
     assert done["error"]["code"] == "prediction_failed"
     assert "exploded" in done["error"]["message"]
     assert await wallet(service, headers) == {"balance": 100, "held": 0, "available": 100}
-    assert (await service.client.get("/api/wallet/transactions", headers=headers)).json()["items"][0]["type"] == "release"
+    assert (await service.client.get("/api/wallet/transactions", headers=headers)).json()["items"][0][
+        "type"
+    ] == "release"
 
 
 async def test_one_bad_item_does_not_fail_its_batch(service_factory: Any) -> None:
@@ -124,7 +128,9 @@ async def test_list_jobs_paginated_without_results(service_factory: Any) -> None
         ({"text": "invalid"}, 422, "text_not_allowed"),
     ],
 )
-async def test_bad_input_costs_nothing(service: Service, fields: dict[str, str], status: int, code: str) -> None:
+async def test_bad_input_costs_nothing(
+    service: Service, fields: dict[str, str], status: int, code: str
+) -> None:
     headers = await service.user()
     data = {"model": "test-echo", "text": "hello"} | fields
     r = await service.client.post("/api/jobs", data=data, headers=headers)

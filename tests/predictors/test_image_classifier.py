@@ -35,14 +35,20 @@ def jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
+def sample(name: str) -> np.ndarray:
+    """A scikit-image sample picture (bundled with the package, no download)."""
+    pixels: np.ndarray = np.asarray(getattr(samples, name)())
+    return pixels
+
+
 @pytest.fixture(scope="module")
 def chelsea() -> bytes:
-    return jpeg(samples.chelsea())
+    return jpeg(sample("chelsea"))
 
 
 @pytest.fixture(scope="module")
 def coffee() -> bytes:
-    return jpeg(samples.coffee())
+    return jpeg(sample("coffee"))
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,12 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> ImageClassifier:
     return predictor
 
 
+def item(payload: bytes, top_k: int = 5) -> PredictInput:
+    return PredictInput(data=payload, text=None, params={"top_k": top_k})
+
+
 def predict(classifier: ImageClassifier, payload: bytes, top_k: int = 5) -> dict[str, Any]:
-    return classifier.predict_batch([PredictInput(data=payload, text=None, params={"top_k": top_k})])[0].result
+    return classifier.predict_batch([item(payload, top_k)])[0].result
 
 
 # -- catalog entry and parameters -------------------------------------------------------------------
@@ -81,7 +91,8 @@ def test_params_default_and_bounds() -> None:
 
 
 def test_prepare_input_reports_image_metadata(chelsea: bytes) -> None:
-    assert ImageClassifier.prepare_input(chelsea, None, LIMITS) == {"format": "jpeg", "width": 451, "height": 300}
+    metadata = ImageClassifier.prepare_input(chelsea, None, LIMITS)
+    assert metadata == {"format": "jpeg", "width": 451, "height": 300}
 
 
 @pytest.mark.parametrize(
@@ -107,7 +118,7 @@ def test_load_without_prepare_says_what_to_run(tmp_path: Path) -> None:
 def test_prepare_writes_the_model_and_its_description(classifier: ImageClassifier) -> None:
     assert classifier.is_prepared()
     # Only the final files remain: the temporary files used for the atomic writes are gone.
-    assert sorted(p.name for p in classifier.cache_dir.iterdir()) == sorted([MODEL_FILENAME, METADATA_FILENAME])
+    assert {p.name for p in classifier.cache_dir.iterdir()} == {MODEL_FILENAME, METADATA_FILENAME}
 
     description = json.loads((classifier.cache_dir / METADATA_FILENAME).read_text())
     assert description["source"]["efficientnet-lite-pytorch"] == "0.1.0"
@@ -129,11 +140,13 @@ def test_exported_model_has_a_dynamic_batch_axis(classifier: ImageClassifier) ->
 
     model = onnx.load(str(classifier.cache_dir / MODEL_FILENAME))
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    assert batch_dim.dim_param and not batch_dim.dim_value
+    assert batch_dim.dim_param
+    assert not batch_dim.dim_value
 
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(classifier.cache_dir / MODEL_FILENAME), providers=["CPUExecutionProvider"])
+    model_path = str(classifier.cache_dir / MODEL_FILENAME)
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": np.zeros((3, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)})[0]
     assert logits.shape == (3, 1000)
 
@@ -225,12 +238,7 @@ def test_batch_gives_the_same_results_as_single_images(
     classifier: ImageClassifier, chelsea: bytes, coffee: bytes
 ) -> None:
     singles = [predict(classifier, chelsea, top_k=10), predict(classifier, coffee, top_k=10)]
-    batch = classifier.predict_batch(
-        [
-            PredictInput(data=chelsea, text=None, params={"top_k": 10}),
-            PredictInput(data=coffee, text=None, params={"top_k": 10}),
-        ]
-    )
+    batch = classifier.predict_batch([item(chelsea, 10), item(coffee, 10)])
 
     for single, batched in zip(singles, (output.result for output in batch), strict=True):
         assert (single["width"], single["height"]) == (batched["width"], batched["height"])
@@ -244,13 +252,7 @@ def test_batch_gives_the_same_results_as_single_images(
 
 
 def test_top_k_is_applied_per_input(classifier: ImageClassifier, chelsea: bytes, coffee: bytes) -> None:
-    outputs = classifier.predict_batch(
-        [
-            PredictInput(data=chelsea, text=None, params={"top_k": 1}),
-            PredictInput(data=coffee, text=None, params={"top_k": 20}),
-            PredictInput(data=chelsea, text=None, params={"top_k": 3}),
-        ]
-    )
+    outputs = classifier.predict_batch([item(chelsea, 1), item(coffee, 20), item(chelsea, 3)])
     assert [len(output.result["predictions"]) for output in outputs] == [1, 20, 3]
 
     for output in outputs:
@@ -272,7 +274,7 @@ def test_exif_rotated_photo_reports_displayed_size(classifier: ImageClassifier) 
     exif = Image.Exif()
     exif[0x0112] = 6  # turn 90 degrees clockwise for display
     buffer = io.BytesIO()
-    Image.fromarray(samples.chelsea()).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    Image.fromarray(sample("chelsea")).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
 
     result = predict(classifier, buffer.getvalue())
     assert (result["width"], result["height"]) == (300, 451)
@@ -280,7 +282,7 @@ def test_exif_rotated_photo_reports_displayed_size(classifier: ImageClassifier) 
 
 def test_large_photo_is_classified_like_the_original(classifier: ImageClassifier, chelsea: bytes) -> None:
     # Large JPEGs are decoded at reduced scale; the answer must not change because of it.
-    large = Image.fromarray(samples.chelsea()).resize((1804, 1200), Image.Resampling.LANCZOS)
+    large = Image.fromarray(sample("chelsea")).resize((1804, 1200), Image.Resampling.LANCZOS)
     result = predict(classifier, jpeg(np.asarray(large)))
 
     assert (result["width"], result["height"]) == (1804, 1200)
@@ -290,7 +292,7 @@ def test_large_photo_is_classified_like_the_original(classifier: ImageClassifier
 
 def test_invalid_image_in_a_batch_raises(classifier: ImageClassifier, chelsea: bytes) -> None:
     with pytest.raises(InvalidInput) as caught:
-        classifier.predict_batch([PredictInput(data=chelsea[: len(chelsea) // 2], text=None, params={"top_k": 5})])
+        classifier.predict_batch([item(chelsea[: len(chelsea) // 2])])
     assert caught.value.code == "corrupt_image"
 
 

@@ -37,7 +37,14 @@ def red_blue(width: int = 64, height: int = 48) -> Image.Image:
 
 
 def mean_colour(image: Image.Image, box: tuple[int, int, int, int]) -> np.ndarray:
-    return np.asarray(image.crop(box), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    colour: np.ndarray = np.asarray(image.crop(box), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return colour
+
+
+def sample(name: str) -> np.ndarray:
+    """A scikit-image sample picture (bundled with the package, no download)."""
+    pixels: np.ndarray = np.asarray(getattr(samples, name)())
+    return pixels
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -52,10 +59,7 @@ def bilevel_png(width: int, height: int) -> bytes:
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
     )
 
 
@@ -129,7 +133,7 @@ def test_non_images_and_unaccepted_formats_are_unsupported_media(payload: bytes)
 
 
 def test_truncated_jpeg_is_corrupt_even_though_its_header_parses() -> None:
-    whole = encode(Image.fromarray(samples.chelsea()), "JPEG", quality=90)
+    whole = encode(Image.fromarray(sample("chelsea")), "JPEG", quality=90)
     truncated = whole[: len(whole) // 2]
     # The header is intact, so only decoding the pixels can notice the missing half.
     assert Image.open(io.BytesIO(truncated)).size == (451, 300)
@@ -139,7 +143,7 @@ def test_truncated_jpeg_is_corrupt_even_though_its_header_parses() -> None:
 
 
 def test_truncated_png_is_corrupt() -> None:
-    whole = encode(Image.fromarray(samples.coffee()), "PNG")
+    whole = encode(Image.fromarray(sample("coffee")), "PNG")
     expect_invalid(lambda: decode_image(whole[: len(whole) // 3], LIMITS), "corrupt_image", 422)
 
 

@@ -36,7 +36,9 @@ async def test_duplicate_email_is_400_with_clear_message(service: Service) -> No
     [("short1", "at least 8"), ("onlyletters", "letters and digits"), ("1234567890", "letters and digits")],
 )
 async def test_password_policy(service: Service, password: str, fragment: str) -> None:
-    r = await service.client.post("/api/auth/register", json={"email": "carol@example.com", "password": password})
+    r = await service.client.post(
+        "/api/auth/register", json={"email": "carol@example.com", "password": password}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_password"
     assert fragment in r.json()["error"]["message"]
@@ -44,7 +46,9 @@ async def test_password_policy(service: Service, password: str, fragment: str) -
 
 async def test_bad_login_and_missing_token(service: Service) -> None:
     await service.user("dave@example.com")
-    r = await service.client.post("/api/auth/jwt/login", data={"username": "dave@example.com", "password": "wrong123"})
+    r = await service.client.post(
+        "/api/auth/jwt/login", data={"username": "dave@example.com", "password": "wrong123"}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "bad_credentials"
     r = await service.client.get("/api/users/me")
@@ -56,7 +60,9 @@ async def test_bad_login_and_missing_token(service: Service) -> None:
 
 async def test_cookie_login_authenticates_the_same_routes(service: Service) -> None:
     await service.user("erin@example.com")
-    r = await service.client.post("/api/auth/cookie/login", data={"username": "erin@example.com", "password": PASSWORD})
+    r = await service.client.post(
+        "/api/auth/cookie/login", data={"username": "erin@example.com", "password": PASSWORD}
+    )
     assert r.status_code == 204
     cookie = r.cookies.get("mlservice_auth")
     assert cookie

@@ -66,7 +66,10 @@ async def test_refill_idempotency_under_concurrent_replays(service: Service) -> 
     headers = await service.user()
     key = {"Idempotency-Key": "same-payment"}
     responses = await asyncio.gather(
-        *[service.client.post("/api/wallet/refill", json={"amount": 7}, headers=headers | key) for _ in range(10)]
+        *[
+            service.client.post("/api/wallet/refill", json={"amount": 7}, headers=headers | key)
+            for _ in range(10)
+        ]
     )
     assert {r.status_code for r in responses} == {200}
     assert len({r.json()["entry"]["id"] for r in responses}) == 1

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from fastapi_users import InvalidPasswordException, exceptions
-from sqlalchemy import select
 
 from mlservice.db import Database
 from mlservice.errors import AppError
@@ -14,11 +13,12 @@ from mlservice.users.tables import User
 async def create_admin(db: Database, settings: Settings, email: str, password: str) -> tuple[User, bool]:
     """Create an administrator, or promote the existing account; returns (user, created)."""
     async with db.session(write=True) as session:
-        existing = await session.scalar(select(User).where(User.email == email.strip().lower()))
+        user_db = UserDatabase(session, settings.signup_bonus)
+        existing = await user_db.get_by_email(email.strip())
         if existing is not None:
             existing.is_superuser = True
             return existing, False
-        manager = UserManager(UserDatabase(session, settings.signup_bonus), settings)
+        manager = UserManager(user_db, settings)
         try:
             user = await manager.create(UserCreate(email=email, password=password, is_superuser=True))
         except InvalidPasswordException as exc:
