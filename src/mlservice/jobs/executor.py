@@ -122,22 +122,26 @@ class JobExecutor:
             for (job, _), result in zip(items, results, strict=True):
                 outcomes[job.id] = Outcome(output=result.result, processing_ms=round(elapsed, 3))
 
-        if runnable:
+        async def run_isolating(items: list[tuple[Claimed, PredictInput]]) -> None:
             try:
-                await run(runnable)
-            except Exception:
-                # One bad input must not fail its batch-mates: retry them one by one.
-                for item in runnable:
-                    try:
-                        await run([item])
-                    except InvalidInput as exc:
-                        outcomes[item[0].id] = Outcome(error_code=exc.code, error_message=exc.message)
-                    except Exception as exc:
-                        log.exception("job %s failed in %s", item[0].id, model_slug)
-                        outcomes[item[0].id] = Outcome(
-                            error_code="prediction_failed",
-                            error_message=f"The model failed on this input: {exc}",
-                        )
+                await run(items)
+            except Exception as exc:
+                if len(items) > 1:
+                    # One bad input must not fail its batch-mates: run them one by one.
+                    for item in items:
+                        await run_isolating([item])
+                    return
+                job_id = items[0][0].id
+                if isinstance(exc, InvalidInput):
+                    outcomes[job_id] = Outcome(error_code=exc.code, error_message=exc.message)
+                else:
+                    log.exception("job %s failed in %s", job_id, model_slug)
+                    outcomes[job_id] = Outcome(
+                        error_code="prediction_failed", error_message=f"The model failed on this input: {exc}"
+                    )
+
+        if runnable:
+            await run_isolating(runnable)
         return outcomes
 
     async def finish(self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome]) -> None:
