@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, FastAPI
 
 from mlservice import __version__
+from mlservice.admin.router import router as admin_router
 from mlservice.catalog.router import router as catalog_router
 from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
@@ -108,6 +109,7 @@ def create_app(
     api.include_router(wallet_router)
     api.include_router(catalog_router)
     api.include_router(jobs_router)
+    api.include_router(admin_router)
     app.include_router(api)
     app.include_router(health_router)
     return app
