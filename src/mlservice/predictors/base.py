@@ -12,12 +12,16 @@ parameters) and implements two phases, following the setup/predict split of cog 
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 InputKind = Literal["image", "text", "file"]
 
@@ -51,13 +55,23 @@ class PredictInput:
     data: bytes | None
     text: str | None
     params: dict[str, Any]
-    artifacts_dir: Path | None = None  # where a predictor may write output files for this job
+    # Whatever the predictor's ``load_context`` returned for this job's owner (e.g. their gallery).
+    context: Any = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a job produces, stored with the job and downloadable by its owner only."""
+
+    data: bytes
+    media_type: str
+    filename: str
 
 
 @dataclass
 class PredictOutput:
     result: dict[str, Any]
-    artifacts: dict[str, Path] = field(default_factory=dict)  # name -> file written by the predictor
+    artifacts: dict[str, Artifact] = field(default_factory=dict)  # name -> file
 
 
 class Predictor(ABC):
@@ -90,6 +104,23 @@ class Predictor(ABC):
     @abstractmethod
     def prepare_input(cls, data: bytes | None, text: str | None, limits: InputLimits) -> dict[str, Any]:
         """Validate an upload; return metadata about it (e.g. image size) to keep with the job."""
+
+    @classmethod
+    async def load_context(cls, session: AsyncSession, user_id: uuid.UUID, params: dict[str, Any]) -> Any:
+        """Data of the job's owner the model needs (read in the worker's transaction); None by default."""
+        return None
+
+    @classmethod
+    async def on_success(
+        cls,
+        session: AsyncSession,
+        user_id: uuid.UUID,
+        job_id: uuid.UUID,
+        params: dict[str, Any],
+        output: PredictOutput,
+    ) -> None:
+        """Persist side effects of a successful run, in the transaction that records the result."""
+        return None
 
     def is_prepared(self) -> bool:
         """True when the files ``prepare`` builds exist in the model cache."""
