@@ -16,6 +16,7 @@ from mlservice.catalog.router import router as catalog_router
 from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
 from mlservice.errors import install_error_handlers
+from mlservice.faces.router import router as faces_router
 from mlservice.health import router as health_router
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.router import router as jobs_router
@@ -109,6 +110,7 @@ def create_app(
     api.include_router(wallet_router)
     api.include_router(catalog_router)
     api.include_router(jobs_router)
+    api.include_router(faces_router)
     api.include_router(admin_router)
     app.include_router(api)
     app.include_router(health_router)

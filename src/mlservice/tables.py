@@ -2,6 +2,7 @@
 
 from mlservice.catalog.tables import CatalogModel
 from mlservice.db import Base
+from mlservice.faces.tables import FaceEntry
 from mlservice.idempotency.tables import IdempotencyKey
 from mlservice.jobs.tables import Job
 from mlservice.users.tables import User
@@ -9,4 +10,14 @@ from mlservice.wallet.tables import Hold, LedgerEntry, Wallet
 
 metadata = Base.metadata
 
-__all__ = ["CatalogModel", "Hold", "IdempotencyKey", "Job", "LedgerEntry", "User", "Wallet", "metadata"]
+__all__ = [
+    "CatalogModel",
+    "FaceEntry",
+    "Hold",
+    "IdempotencyKey",
+    "Job",
+    "LedgerEntry",
+    "User",
+    "Wallet",
+    "metadata",
+]

@@ -10,6 +10,7 @@ from sqlalchemy import update
 
 from mlservice.jobs.executor import JobExecutor, Outcome, record_outcome, sweep
 from mlservice.jobs.tables import Job
+from mlservice.predictors.base import PredictOutput
 from mlservice.types import utcnow
 from tests.conftest import wait_for_job
 from tests.jobs.test_jobs import submit, wallet
@@ -38,9 +39,13 @@ async def test_claim_is_exclusive_and_result_lands_once(service_factory: Any) ->
         assert await executor.claim([job_id]) == []  # a duplicate delivery finds nothing to claim
 
         async with service.db.session(write=True) as session:
-            assert await record_outcome(session, job_id, 1, Outcome(output={"ok": True}, processing_ms=1.0))
+            assert await record_outcome(
+                session, job_id, 1, Outcome(prediction=PredictOutput({"ok": True}), processing_ms=1.0)
+            )
         async with service.db.session(write=True) as session:
-            assert not await record_outcome(session, job_id, 1, Outcome(output={"ok": False}))
+            assert not await record_outcome(
+                session, job_id, 1, Outcome(prediction=PredictOutput({"ok": False}))
+            )
             assert not await record_outcome(session, job_id, 1, Outcome(error_code="x", error_message="y"))
         job = (await service.client.get(f"/api/jobs/{job_id}", headers=headers)).json()
         assert (job["status"], job["output"]) == ("succeeded", {"ok": True})
@@ -74,7 +79,9 @@ async def test_expired_lease_is_requeued_then_failed_after_attempts(service_fact
 
         # The first attempt's worker wakes up late: its result must not land.
         async with service.db.session(write=True) as session:
-            assert not await record_outcome(session, job_id, 1, Outcome(output={"late": True}))
+            assert not await record_outcome(
+                session, job_id, 1, Outcome(prediction=PredictOutput({"late": True}))
+            )
         assert await ledger_totals(service, headers) == (100, 0, 3)
 
 

@@ -89,10 +89,12 @@ async def test_finished_job_cannot_be_canceled(service: Service) -> None:
 async def test_other_peoples_jobs_are_invisible(service: Service) -> None:
     alice, bob = await service.user(), await service.user()
     job = (await submit(service, alice)).json()
+    await wait_for_job(service.client, alice, job["id"])
     for method, path in [
         ("GET", f"/api/jobs/{job['id']}"),
         ("POST", f"/api/jobs/{job['id']}/cancel"),
         ("GET", f"/api/jobs/{job['id']}/input"),
+        ("GET", f"/api/jobs/{job['id']}/artifacts/echo"),
         ("GET", f"/api/jobs/{uuid.uuid4()}"),
     ]:
         r = await service.client.request(method, path, headers=bob)

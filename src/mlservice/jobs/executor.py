@@ -9,19 +9,22 @@ that lost its lease cannot overwrite the next attempt's outcome.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import anyio
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.db import Database, after_commit
+from mlservice.db import Database, after_commit, after_rollback
 from mlservice.jobs.tables import Job, JobStatus
-from mlservice.predictors.base import InvalidInput, PredictInput, PredictOutput
+from mlservice.predictors.base import InvalidInput, PredictInput, Predictor, PredictOutput
 from mlservice.predictors.pool import PredictorPool
 from mlservice.queue.base import JobQueue
 from mlservice.storage.base import Storage
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 class Claimed:
     id: uuid.UUID
     attempt: int
+    user_id: uuid.UUID
     input_file: str | None
     input_text: str | None
     params: dict[str, Any]
@@ -42,11 +46,13 @@ class Claimed:
 
 @dataclass
 class Outcome:
-    output: dict[str, Any] | None = None
+    prediction: PredictOutput | None = None
     error_code: str | None = None
     error_message: str | None = None
     processing_ms: float | None = None
-    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+SuccessHook = Callable[[AsyncSession, PredictOutput], Awaitable[None]]
 
 
 class JobExecutor:
@@ -74,7 +80,9 @@ class JobExecutor:
                             started_at=now,
                             lease_expires_at=now + self.lease,
                         )
-                        .returning(Job.id, Job.attempts, Job.input_file, Job.input_text, Job.params)
+                        .returning(
+                            Job.id, Job.attempts, Job.user_id, Job.input_file, Job.input_text, Job.params
+                        )
                     )
                 ).one_or_none()
                 if row is not None:
@@ -87,7 +95,7 @@ class JobExecutor:
         if not claimed:
             return
         outcomes = await self._predict(model_slug, claimed)
-        await self.finish(claimed, outcomes)
+        await self.finish(claimed, outcomes, model_slug)
 
     async def _predict(self, model_slug: str, claimed: list[Claimed]) -> dict[uuid.UUID, Outcome]:
         outcomes: dict[uuid.UUID, Outcome] = {}
@@ -97,6 +105,13 @@ class JobExecutor:
             log.exception("model %s failed to load", model_slug)
             message = f"The model could not be loaded: {exc}"
             return {c.id: Outcome(error_code="model_unavailable", error_message=message) for c in claimed}
+
+        contexts: dict[uuid.UUID, Any] = {}
+        cls = type(predictor)
+        if _overrides(cls, "load_context"):
+            async with self.db.session() as session:
+                for job in claimed:
+                    contexts[job.id] = await cls.load_context(session, job.user_id, job.params)
 
         runnable: list[tuple[Claimed, PredictInput]] = []
         for job in claimed:
@@ -109,7 +124,14 @@ class JobExecutor:
                         error_code="input_missing", error_message="The input file is gone."
                     )
                     continue
-            runnable.append((job, PredictInput(data=data, text=job.input_text, params=job.params)))
+            runnable.append(
+                (
+                    job,
+                    PredictInput(
+                        data=data, text=job.input_text, params=job.params, context=contexts.get(job.id)
+                    ),
+                )
+            )
 
         async def run(items: list[tuple[Claimed, PredictInput]]) -> None:
             started = time.perf_counter()
@@ -120,7 +142,7 @@ class JobExecutor:
             if len(results) != len(items):
                 raise RuntimeError(f"{model_slug} returned {len(results)} outputs for {len(items)} inputs")
             for (job, _), result in zip(items, results, strict=True):
-                outcomes[job.id] = Outcome(output=result.result, processing_ms=round(elapsed, 3))
+                outcomes[job.id] = Outcome(prediction=result, processing_ms=round(elapsed, 3))
 
         async def run_isolating(items: list[tuple[Claimed, PredictInput]]) -> None:
             try:
@@ -144,23 +166,58 @@ class JobExecutor:
             await run_isolating(runnable)
         return outcomes
 
-    async def finish(self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome]) -> None:
+    async def finish(
+        self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome], model_slug: str
+    ) -> None:
         """Commit each job's result with the capture (or release) of its hold, in one transaction."""
+        cls = self.pool.classes[model_slug]
         async with self.db.session(write=True) as session:
             for job in claimed:
-                await record_outcome(session, job.id, job.attempt, outcomes[job.id])
+                hook: SuccessHook | None = None
+                if _overrides(cls, "on_success"):
+
+                    async def hook(s: AsyncSession, out: PredictOutput, job: Claimed = job) -> None:
+                        await cls.on_success(s, job.user_id, job.id, job.params, out)
+
+                await record_outcome(
+                    session, job.id, job.attempt, outcomes[job.id], storage=self.storage, on_success=hook
+                )
 
 
-async def record_outcome(session: AsyncSession, job_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
-    succeeded = outcome.error_code is None
+def _overrides(cls: type[Predictor], hook: str) -> bool:
+    return getattr(cls, hook).__func__ is not getattr(Predictor, hook).__func__
+
+
+ARTIFACT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def artifact_key(job_id: uuid.UUID, name: str) -> str:
+    return f"jobs/{job_id}/artifacts/{name}"
+
+
+async def record_outcome(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    attempt: int,
+    outcome: Outcome,
+    *,
+    storage: Storage | None = None,
+    on_success: SuccessHook | None = None,
+) -> bool:
+    """Write the outcome if this attempt still owns the job; False when it lost its claim.
+
+    On success the predictor's hook runs and the artifacts are stored in the same unit of work,
+    so a result, its side effects and its charge commit together or not at all.
+    """
+    prediction = outcome.prediction if outcome.error_code is None else None
+    succeeded = prediction is not None
     result = await session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.running, Job.attempts == attempt)
         .values(
             status=JobStatus.succeeded if succeeded else JobStatus.failed,
-            output=outcome.output,
-            error_code=outcome.error_code,
-            error_message=outcome.error_message,
+            error_code=None if succeeded else (outcome.error_code or "prediction_failed"),
+            error_message=None if succeeded else outcome.error_message,
             processing_ms=outcome.processing_ms,
             finished_at=utcnow(),
             lease_expires_at=None,
@@ -170,10 +227,30 @@ async def record_outcome(session: AsyncSession, job_id: uuid.UUID, attempt: int,
     if result.rowcount != 1:  # type: ignore[attr-defined]
         log.warning("job %s attempt %s lost its claim; result dropped", job_id, attempt)
         return False
-    if succeeded:
-        await wallet.capture_hold(session, job_id)
-    else:
+    if prediction is None:
         await wallet.release_hold(session, job_id)
+        return True
+    if on_success is not None:
+        await on_success(session, prediction)
+    artifacts: dict[str, dict[str, Any]] = {}
+    for name, artifact in prediction.artifacts.items():
+        if storage is None or not ARTIFACT_NAME.match(name):
+            raise ValueError(f"cannot store artifact {name!r}")
+        key = artifact_key(job_id, name)
+        await storage.put(key, artifact.data)
+        after_rollback(session, partial(storage.delete, key))
+        artifacts[name] = {
+            "media_type": artifact.media_type,
+            "filename": artifact.filename,
+            "bytes": len(artifact.data),
+        }
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(output=prediction.result, artifacts=artifacts)
+        .execution_options(synchronize_session=False)
+    )
+    await wallet.capture_hold(session, job_id)
     return True
 
 

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
 from mlservice.jobs import service
-from mlservice.jobs.errors import FileTooLarge, JobNotFound
+from mlservice.jobs.errors import FileTooLarge
 from mlservice.jobs.schemas import JobPage, JobRead
 from mlservice.jobs.tables import JobStatus
 from mlservice.predictors.base import InputLimits
@@ -101,23 +101,29 @@ async def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: WriteSession
     return service.job_read(await service.cancel(session, user.id, job_id))
 
 
+def _attachment(stored: service.StoredFile) -> Response:
+    return Response(
+        stored.data,
+        media_type=stored.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{stored.filename}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )
+
+
 @router.get("/{job_id}/input", response_class=Response)
 async def download_input(
     job_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
 ) -> Response:
-    """The file you uploaded, always as an attachment (never rendered inline)."""
-    job = await service.get_owned_job(session, user.id, job_id)
-    if job.input_file is None:
-        raise JobNotFound("This job has no input file.", code="file_not_found")
-    try:
-        data = await components.storage.get(job.input_file)
-    except FileNotFoundError:
-        raise JobNotFound("The input file is no longer stored.", code="file_not_found") from None
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="{job.id}-input"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    """The file you uploaded, as an attachment and opaque bytes (never rendered inline)."""
+    return _attachment(await service.read_input(session, components.storage, user.id, job_id))
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=Response)
+async def download_artifact(
+    job_id: uuid.UUID, name: str, user: CurrentUser, session: SessionDep, components: ComponentsDep
+) -> Response:
+    """A file the job produced (e.g. the cut-out PNG of a background removal)."""
+    return _attachment(await service.read_artifact(session, components.storage, user.id, job_id, name))

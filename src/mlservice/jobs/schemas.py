@@ -29,10 +29,19 @@ class JobError(BaseModel):
     message: str
 
 
+class ArtifactRead(BaseModel):
+    name: str
+    media_type: str
+    filename: str
+    bytes: int
+    url: str
+
+
 class JobRead(JobSummary):
     params: dict[str, Any]
     input: dict[str, Any]
     output: dict[str, Any] | None
+    artifacts: list[ArtifactRead]
     error: JobError | None
 
 

@@ -17,7 +17,8 @@ from mlservice.catalog.service import get_runnable_model
 from mlservice.db import after_commit, after_rollback
 from mlservice.idempotency import service as idempotency
 from mlservice.jobs.errors import JobNotCancelable, JobNotFound, MissingInput, ModelUnavailable
-from mlservice.jobs.schemas import JobError, JobRead, JobSummary
+from mlservice.jobs.executor import artifact_key
+from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.predictors.base import InputLimits, InvalidInput, Predictor
 from mlservice.queue.base import JobQueue
@@ -75,11 +76,16 @@ def job_read(job: Job) -> JobRead:
     input_info = dict(job.input_meta)
     if job.input_text is not None:
         input_info["text"] = job.input_text
+    artifacts = [
+        ArtifactRead(name=name, url=f"/api/jobs/{job.id}/artifacts/{name}", **meta)
+        for name, meta in sorted((job.artifacts or {}).items())
+    ]
     return JobRead(
         **job_summary(job).model_dump(),
         params=job.params,
         input=input_info,
         output=job.output,
+        artifacts=artifacts,
         error=error,
     )
 
@@ -165,6 +171,41 @@ async def submit(
         return 201, job_read(job).model_dump(mode="json")
 
     return await idempotency.run_once(session, user_id, "jobs.create", idempotency_key, fingerprint, create)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    data: bytes
+    media_type: str
+    filename: str
+
+
+async def read_input(
+    session: AsyncSession, storage: Storage, user_id: uuid.UUID, job_id: uuid.UUID
+) -> StoredFile:
+    job = await get_owned_job(session, user_id, job_id)
+    if job.input_file is None:
+        raise JobNotFound("This job has no input file.", code="file_not_found")
+    try:
+        data = await storage.get(job.input_file)
+    except FileNotFoundError:
+        raise JobNotFound("The input file is no longer stored.", code="file_not_found") from None
+    # Uploads are served back as opaque bytes, never with a type a browser would render or run.
+    return StoredFile(data, "application/octet-stream", f"{job.id}-input")
+
+
+async def read_artifact(
+    session: AsyncSession, storage: Storage, user_id: uuid.UUID, job_id: uuid.UUID, name: str
+) -> StoredFile:
+    job = await get_owned_job(session, user_id, job_id)
+    meta = (job.artifacts or {}).get(name)
+    if meta is None:
+        raise JobNotFound(f"This job has no artifact {name!r}.", code="artifact_not_found")
+    try:
+        data = await storage.get(artifact_key(job.id, name))
+    except FileNotFoundError:
+        raise JobNotFound("The artifact is no longer stored.", code="artifact_not_found") from None
+    return StoredFile(data, str(meta["media_type"]), str(meta["filename"]))
 
 
 async def get_owned_job(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from mlservice.deps import SessionDep, WriteSessionDep
+from mlservice.faces import service
+from mlservice.faces.schemas import FacePage, FaceRead
+from mlservice.users.auth import CurrentUser
+
+router = APIRouter(prefix="/faces", tags=["faces"])
+
+
+@router.get("", response_model=FacePage)
+async def list_faces(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> FacePage:
+    """Your enrolled faces (enroll with the `face-enroll` model), newest first."""
+    page = await service.list_faces(session, user.id, limit=limit, offset=offset)
+    return FacePage(
+        items=[FaceRead.model_validate(f) for f in page.items], total=page.total, limit=limit, offset=offset
+    )
+
+
+@router.delete("/{face_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+async def delete_face(face_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> Response:
+    """Remove a face from your gallery; it is never matched again."""
+    await service.delete_face(session, user.id, face_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
