@@ -13,9 +13,11 @@ ENTRY_POINT_GROUP = "mlservice.predictors"
 
 
 def builtin_predictors() -> list[type[Predictor]]:
+    from mlservice.predictors.faces import FaceEnroll, FaceIdentify
     from mlservice.predictors.image_classifier import ImageClassifier
+    from mlservice.predictors.malware import MalwareDetection
 
-    return [ImageClassifier]
+    return [ImageClassifier, FaceEnroll, FaceIdentify, MalwareDetection]
 
 
 def discover_predictors() -> dict[str, type[Predictor]]:
