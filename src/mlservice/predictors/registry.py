@@ -13,11 +13,12 @@ ENTRY_POINT_GROUP = "mlservice.predictors"
 
 
 def builtin_predictors() -> list[type[Predictor]]:
+    from mlservice.predictors.background_removal import BackgroundRemoval
     from mlservice.predictors.faces import FaceEnroll, FaceIdentify
     from mlservice.predictors.image_classifier import ImageClassifier
     from mlservice.predictors.malware import MalwareDetection
 
-    return [ImageClassifier, FaceEnroll, FaceIdentify, MalwareDetection]
+    return [ImageClassifier, BackgroundRemoval, FaceEnroll, FaceIdentify, MalwareDetection]
 
 
 def discover_predictors() -> dict[str, type[Predictor]]:
