@@ -25,7 +25,10 @@ from sqlalchemy import text
 from mlservice.app import create_app
 from mlservice.db import Database
 from mlservice.migrations.runner import upgrade
+from mlservice.predictors.base import Predictor
 from mlservice.predictors.image_classifier import ImageClassifier
+from mlservice.predictors.malware import MalwareDetection
+from mlservice.predictors.movie_recommendation import MovieRecommendation
 from mlservice.settings import Settings
 from mlservice.tables import metadata
 from mlservice.users.service import create_admin
@@ -41,12 +44,14 @@ PASSWORD = "correct horse 42"
 
 @pytest.fixture(scope="session")
 def model_cache() -> Path:
-    """The classifier's ONNX file, exported once and kept between local runs."""
+    """Model files built once per checkout and kept between local runs."""
     cache = Path(os.environ.get("MLSERVICE_TEST_MODEL_CACHE", ROOT / "var" / "test-models"))
-    classifier = ImageClassifier(cache)
-    if not classifier.is_prepared():
-        cache.mkdir(parents=True, exist_ok=True)
-        classifier.prepare()
+    cache.mkdir(parents=True, exist_ok=True)
+    # Models whose files are built once (ONNX exports, the embedded film catalog); the others
+    # read their files straight from their packages.
+    for predictor in (ImageClassifier(cache), MovieRecommendation(cache), MalwareDetection(cache)):
+        if not predictor.is_prepared():
+            predictor.prepare()
     return cache
 
 
@@ -141,17 +146,16 @@ class Service:
 
 
 @pytest.fixture
-async def service_factory(
-    database_url: str, settings_factory: Callable[..., Settings]
-) -> AsyncIterator[Callable[..., Any]]:
+async def service_factory(database_url: str, settings_factory: Callable[..., Settings]) -> Callable[..., Any]:
     await empty_database(database_url)
 
     @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Service]:
+    async def start(
+        predictors: list[type[Predictor]] | None = None, **overrides: Any
+    ) -> AsyncIterator[Service]:
         settings = settings_factory(**overrides)
-        app = create_app(
-            settings, predictors={ImageClassifier.slug: ImageClassifier, EchoText.slug: EchoText}
-        )
+        chosen = predictors or [ImageClassifier, EchoText]
+        app = create_app(settings, predictors={cls.slug: cls for cls in chosen})
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -17,8 +17,16 @@ def builtin_predictors() -> list[type[Predictor]]:
     from mlservice.predictors.faces import FaceEnroll, FaceIdentify
     from mlservice.predictors.image_classifier import ImageClassifier
     from mlservice.predictors.malware import MalwareDetection
+    from mlservice.predictors.movie_recommendation import MovieRecommendation
 
-    return [ImageClassifier, BackgroundRemoval, FaceEnroll, FaceIdentify, MalwareDetection]
+    return [
+        ImageClassifier,
+        BackgroundRemoval,
+        MovieRecommendation,
+        FaceEnroll,
+        FaceIdentify,
+        MalwareDetection,
+    ]
 
 
 def discover_predictors() -> dict[str, type[Predictor]]:
