@@ -26,6 +26,7 @@ from mlservice.predictors.pool import PredictorPool
 from mlservice.predictors.registry import discover_predictors
 from mlservice.queue.base import JobQueue
 from mlservice.queue.memory import InProcessQueue
+from mlservice.queue.rabbitmq import RabbitMQQueue
 from mlservice.settings import Settings
 from mlservice.storage.base import Storage
 from mlservice.storage.local import LocalStorage
@@ -53,7 +54,11 @@ def build_components(
     db = Database(settings.resolved_database_url, echo=settings.database_echo)
     predictors = dict(predictors) if predictors is not None else discover_predictors()
     pool = PredictorPool(predictors, settings.resolved_model_cache_dir)
-    queue = InProcessQueue()
+    queue: JobQueue = (
+        RabbitMQQueue(settings.broker_url, delivery_limit=settings.broker_delivery_limit)
+        if settings.broker_url
+        else InProcessQueue()
+    )
     storage = LocalStorage(settings.resolved_storage_dir)
     workers = None
     if settings.workers > 0:
@@ -71,8 +76,14 @@ def build_components(
             concurrency=settings.workers,
             max_attempts=settings.job_max_attempts,
             preload=settings.preload_models,
+            resume_queued=not settings.broker_url,
         )
     return Components(settings, db, storage, queue, predictors, pool, workers)
+
+
+async def connect_queue(components: Components) -> None:
+    if isinstance(components.queue, RabbitMQQueue):
+        await components.queue.connect(components.predictors)
 
 
 def create_app(
@@ -87,6 +98,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         components = build_components(settings, predictors)
         app.state.components = components
+        await connect_queue(components)
         async with components.db.session(write=True) as session:
             await sync_catalog(session, components.predictors)
         if components.workers is not None:
@@ -96,6 +108,7 @@ def create_app(
         finally:
             if components.workers is not None:
                 await components.workers.stop()
+            await components.queue.close()
             await components.db.dispose()
 
     app = FastAPI(

@@ -27,6 +27,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from mlservice.worker import run_worker
+
+    asyncio.run(run_worker(settings, args.models))
+    return 0
+
+
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from mlservice.migrations import runner
 
@@ -99,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(handler=_serve)
+
+    worker = sub.add_parser("worker", help="consume jobs from RabbitMQ (MLSERVICE_BROKER_URL)")
+    worker.add_argument("--models", nargs="*", help="only these model slugs (default: all)")
+    worker.set_defaults(handler=_worker)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")

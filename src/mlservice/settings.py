@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None  # empty: <var_dir>/files
     model_cache_dir: Path | None = None  # empty: <var_dir>/models
 
+    # Empty: the in-process queue of the embedded default. amqp://user:pass@host:5672/vhost for RabbitMQ.
+    broker_url: str = ""
+    broker_delivery_limit: int = Field(default=5, ge=1)
+
     host: str = "127.0.0.1"
     port: int = 8000
 

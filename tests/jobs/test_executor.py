@@ -65,7 +65,7 @@ async def test_expired_lease_is_requeued_then_failed_after_attempts(service_fact
         async with service.db.session(write=True) as session:
             assert await sweep(session, queue, max_attempts=2) == 1
         assert (await service.client.get(f"/api/jobs/{job_id}", headers=headers)).json()["status"] == "queued"
-        assert await queue.next_batch("test-echo", 1, 0) == [job_id]  # republished after commit
+        assert [d.job_id for d in await queue.next_batch("test-echo", 1, 0)] == [job_id]  # republished
 
         second = await executor.claim([job_id])
         assert second[0].attempt == 2
