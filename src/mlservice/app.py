@@ -20,7 +20,7 @@ from mlservice.faces.router import router as faces_router
 from mlservice.health import router as health_router
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.router import router as jobs_router
-from mlservice.jobs.workers import InProcessWorkers
+from mlservice.jobs.workers import JobWorkers
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.pool import PredictorPool
 from mlservice.predictors.registry import discover_predictors
@@ -45,7 +45,7 @@ class Components:
     queue: JobQueue
     predictors: dict[str, type[Predictor]]
     pool: PredictorPool
-    workers: InProcessWorkers | None
+    workers: JobWorkers | None
 
 
 def build_components(
@@ -69,7 +69,7 @@ def build_components(
             lease_seconds=settings.job_lease_seconds,
             max_attempts=settings.job_max_attempts,
         )
-        workers = InProcessWorkers(
+        workers = JobWorkers(
             db,
             queue,
             executor,

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 15.0
 
 
-class InProcessWorkers:
+class JobWorkers:
     def __init__(
         self,
         db: Database,

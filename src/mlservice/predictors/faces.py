@@ -75,7 +75,7 @@ from mlservice.predictors.base import (
     Predictor,
     PredictOutput,
 )
-from mlservice.predictors.images import DecodedImage, inspect_image, read_image
+from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,10 +101,6 @@ MAX_THRESHOLD: Final = 0.8
 # Where FaceEnroll's result carries the embedding to on_success, which removes it (module docstring).
 EMBEDDING_KEY: Final = "_embedding"
 UNKNOWN_LABEL: Final = "unknown"
-
-# Only used when a worker is built without limits; the API has already applied the configured limit
-# when the job was submitted, so this is a backstop against memory exhaustion.
-DEFAULT_MAX_IMAGE_PIXELS: Final = 100_000_000
 
 
 class FaceEnrollParams(BaseModel):
@@ -331,7 +327,7 @@ class _FacePredictor(Predictor):
 
     def __init__(self, cache_dir: Path, *, limits: InputLimits | None = None) -> None:
         super().__init__(cache_dir)
-        self.limits = limits or InputLimits(max_upload_bytes=0, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+        self.limits = limits or WORKER_BACKSTOP_LIMITS
         self.models: FaceModels | None = None
 
     def is_prepared(self) -> bool:

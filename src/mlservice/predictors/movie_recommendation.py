@@ -45,6 +45,7 @@ from mlservice.predictors.base import (
     Predictor,
     PredictOutput,
 )
+from mlservice.predictors.runtime import cpu_session
 from mlservice.predictors.vector_index import NumpyCosineIndex, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -338,19 +339,8 @@ class MovieRecommendation(Predictor):
 
 
 def _open_session(intra_op_num_threads: int | None) -> Any:
-    import onnxruntime as ort
-
     path = _package_file(*_SOURCE_FILES["model"])
-    options = ort.SessionOptions()
-    # Graph optimisation must stay on: its constant folding turns the int8 -> float dequantisation
-    # of the weights into float constants once, at load. With ORT_DISABLE_ALL every run dequantises
-    # all the weights again and a short query takes 3-4 times as long.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if intra_op_num_threads is not None:
-        options.intra_op_num_threads = intra_op_num_threads
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path, intra_op_num_threads=intra_op_num_threads)
 
     inputs = {model_input.name for model_input in session.get_inputs()}
     outputs = {output.name: output.shape for output in session.get_outputs()}
