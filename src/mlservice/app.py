@@ -18,17 +18,20 @@ from mlservice.db import Database
 from mlservice.errors import install_error_handlers
 from mlservice.faces.router import router as faces_router
 from mlservice.health import router as health_router
+from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.router import router as jobs_router
 from mlservice.jobs.workers import JobWorkers
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.pool import PredictorPool
 from mlservice.predictors.registry import discover_predictors
+from mlservice.predictors.vector_index import VectorIndexFactory
 from mlservice.queue.base import JobQueue
 from mlservice.queue.memory import InProcessQueue
 from mlservice.queue.rabbitmq import RabbitMQQueue
 from mlservice.settings import Settings
 from mlservice.storage.base import Storage
+from mlservice.storage.database import DatabaseStorage
 from mlservice.storage.local import LocalStorage
 from mlservice.users.auth import configure_auth
 from mlservice.users.router import router as users_router
@@ -43,6 +46,7 @@ class Components:
     db: Database
     storage: Storage
     queue: JobQueue
+    publisher: JobPublisher
     predictors: dict[str, type[Predictor]]
     pool: PredictorPool
     workers: JobWorkers | None
@@ -53,13 +57,22 @@ def build_components(
 ) -> Components:
     db = Database(settings.resolved_database_url, echo=settings.database_echo)
     predictors = dict(predictors) if predictors is not None else discover_predictors()
-    pool = PredictorPool(predictors, settings.resolved_model_cache_dir)
+    pool = PredictorPool(
+        predictors,
+        settings.resolved_model_cache_dir,
+        vector_index=VectorIndexFactory(settings.vector_index, settings.resolved_vector_index_url),
+    )
     queue: JobQueue = (
         RabbitMQQueue(settings.broker_url, delivery_limit=settings.broker_delivery_limit)
         if settings.broker_url
         else InProcessQueue()
     )
-    storage = LocalStorage(settings.resolved_storage_dir)
+    storage: Storage = (
+        DatabaseStorage(db)
+        if settings.storage_backend == "database"
+        else LocalStorage(settings.resolved_storage_dir)
+    )
+    publisher = JobPublisher(db, queue)
     workers = None
     if settings.workers > 0:
         executor = JobExecutor(
@@ -73,17 +86,31 @@ def build_components(
             db,
             queue,
             executor,
+            publisher,
             concurrency=settings.workers,
             max_attempts=settings.job_max_attempts,
             preload=settings.preload_models,
+            batching=settings.batching,
             resume_queued=not settings.broker_url,
+            sweep_interval_s=settings.sweep_interval_seconds,
+            relay_after_s=settings.relay_after_seconds,
         )
-    return Components(settings, db, storage, queue, predictors, pool, workers)
+    return Components(settings, db, storage, queue, publisher, predictors, pool, workers)
 
 
 async def connect_queue(components: Components) -> None:
     if isinstance(components.queue, RabbitMQQueue):
         await components.queue.connect(components.predictors)
+    await components.publisher.start()
+
+
+async def close_components(components: Components) -> None:
+    """Stop in dependency order: workers, then the publisher's last marks, the broker, the database."""
+    if components.workers is not None:
+        await components.workers.stop()
+    await components.publisher.stop()
+    await components.queue.close()
+    await components.db.dispose()
 
 
 def create_app(
@@ -106,10 +133,7 @@ def create_app(
         try:
             yield
         finally:
-            if components.workers is not None:
-                await components.workers.stop()
-            await components.queue.close()
-            await components.db.dispose()
+            await close_components(components)
 
     app = FastAPI(
         title="mlservice",

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     database_url: str = ""  # empty: sqlite+aiosqlite:///<var_dir>/mlservice.db
     database_echo: bool = False
     storage_dir: Path | None = None  # empty: <var_dir>/files
+    # Where job inputs and artifacts go: files under storage_dir (one host, or a shared volume), or
+    # rows in the database (PostgreSQL only) so API processes and workers can be on any machine.
+    storage_backend: Literal["local", "database"] = "local"
     model_cache_dir: Path | None = None  # empty: <var_dir>/models
 
     # Empty: the in-process queue of the embedded default. amqp://user:pass@host:5672/vhost for RabbitMQ.
@@ -46,8 +49,21 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=0)
     inference_threads: int = Field(default=0, ge=0)  # 0: let onnxruntime decide
     preload_models: bool = False
+    # Where the movie recommender searches its embeddings: "auto" uses pgvector when the PostgreSQL
+    # server has the extension, otherwise exact search in memory ("numpy"); "pgvector" requires it.
+    vector_index: Literal["auto", "numpy", "pgvector"] = "auto"
+    vector_index_url: str = ""  # libpq URL; empty: database_url when it is PostgreSQL
+    # Dynamic batching: a worker gathers up to a model's max_batch_size jobs within its max_wait_ms
+    # and runs them as one predict_batch. Off: one job per model run.
+    batching: bool = True
     job_max_attempts: int = Field(default=3, ge=1)
-    job_lease_seconds: int = Field(default=300, gt=0)
+    # A running job's lease: its worker renews it every third of this while it works; a worker that
+    # dies stops renewing, and the sweeper hands the job to another worker once the lease is over.
+    job_lease_seconds: int = Field(default=60, ge=3)
+    # How often workers sweep expired leases and republish queued jobs the broker never confirmed.
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # A queued job unconfirmed for this long is republished (its submitter's publish failed or died).
+    relay_after_seconds: float = Field(default=10.0, gt=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -56,6 +72,17 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.var_dir / 'mlservice.db').resolve()}"
+
+    @property
+    def resolved_vector_index_url(self) -> str:
+        """The PostgreSQL for the pgvector index, as a libpq URL; empty when there is none."""
+        if self.vector_index_url:
+            return self.vector_index_url
+        scheme, separator, rest = self.resolved_database_url.partition("://")
+        # postgresql+asyncpg://... is SQLAlchemy's; libpq takes the same URL without the driver.
+        if separator and scheme.split("+", 1)[0] in ("postgresql", "postgres"):
+            return f"postgresql://{rest}"
+        return ""
 
     @property
     def resolved_storage_dir(self) -> Path:

@@ -5,6 +5,7 @@ from mlservice.db import Base
 from mlservice.faces.tables import FaceEntry
 from mlservice.idempotency.tables import IdempotencyKey
 from mlservice.jobs.tables import Job
+from mlservice.storage.database import FileBlob
 from mlservice.users.tables import User
 from mlservice.wallet.tables import Hold, LedgerEntry, Wallet
 
@@ -13,6 +14,7 @@ metadata = Base.metadata
 __all__ = [
     "CatalogModel",
     "FaceEntry",
+    "FileBlob",
     "Hold",
     "IdempotencyKey",
     "Job",

@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 
-from mlservice.app import build_components, connect_queue
+from mlservice.app import build_components, close_components, connect_queue
+from mlservice.predictors.base import Predictor
 from mlservice.predictors.registry import discover_predictors
 from mlservice.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def run_worker(settings: Settings, models: list[str] | None = None) -> None:
+async def run_worker(
+    settings: Settings,
+    models: list[str] | None = None,
+    *,
+    predictors: Mapping[str, type[Predictor]] | None = None,
+) -> None:
+    """Serve ``models`` (default: all) of ``predictors`` (default: the installed ones)."""
     if not settings.broker_url:
         raise SystemExit("error: `mlservice worker` needs MLSERVICE_BROKER_URL (amqp://...)")
-    predictors = discover_predictors()
+    predictors = dict(predictors) if predictors is not None else discover_predictors()
     if models:
         unknown = sorted(set(models) - set(predictors))
         if unknown:
@@ -37,7 +45,5 @@ async def run_worker(settings: Settings, models: list[str] | None = None) -> Non
         log.info("worker serving %s", ", ".join(sorted(predictors)))
         await stop.wait()
         log.info("stopping: finishing running batches")
-        await workers.stop()
     finally:
-        await components.queue.close()
-        await components.db.dispose()
+        await close_components(components)

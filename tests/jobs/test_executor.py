@@ -63,7 +63,7 @@ async def test_expired_lease_is_requeued_then_failed_after_attempts(service_fact
         await executor.claim([job_id])
         await expire_lease(service, job_id)
         async with service.db.session(write=True) as session:
-            assert await sweep(session, queue, max_attempts=2) == 1
+            assert await sweep(session, service.app.state.components.publisher, max_attempts=2) == 1
         assert (await service.client.get(f"/api/jobs/{job_id}", headers=headers)).json()["status"] == "queued"
         assert [d.job_id for d in await queue.next_batch("test-echo", 1, 0)] == [job_id]  # republished
 
@@ -71,7 +71,7 @@ async def test_expired_lease_is_requeued_then_failed_after_attempts(service_fact
         assert second[0].attempt == 2
         await expire_lease(service, job_id)
         async with service.db.session(write=True) as session:
-            await sweep(session, queue, max_attempts=2)
+            await sweep(session, service.app.state.components.publisher, max_attempts=2)
         job = (await service.client.get(f"/api/jobs/{job_id}", headers=headers)).json()
         assert job["status"] == "failed"
         assert job["error"]["code"] == "attempts_exhausted"

@@ -40,13 +40,15 @@ async def test_job_succeeds_and_hold_is_captured(service: Service) -> None:
     ]
 
 
-async def test_failed_job_releases_hold(service: Service) -> None:
+async def test_model_failure_is_retried_then_fails_and_releases_hold(service: Service) -> None:
     headers = await service.user()
     job = (await submit(service, headers, "boom now")).json()
     done = await wait_for_job(service.client, headers, job["id"])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "prediction_failed"
     assert "exploded" in done["error"]["message"]
+    assert "after 3 attempts" in done["error"]["message"]
+    assert done["attempts"] == service.settings.job_max_attempts == 3
     assert await wallet(service, headers) == {"balance": 100, "held": 0, "available": 100}
     assert (await service.client.get("/api/wallet/transactions", headers=headers)).json()["items"][0][
         "type"

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-import pytest
 
 from mlservice.queue.rabbitmq import DEAD_LETTER_QUEUE, RabbitMQQueue
 from tests.conftest import wait_for_job
-
-BROKER = os.environ.get("MLSERVICE_TEST_AMQP", "guest:guest@127.0.0.1:5672")
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def broker_url() -> Iterator[str]:
-    vhost = f"mlservice_test_{os.getpid()}_{secrets.token_hex(4)}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield f"amqp://{BROKER}/{vhost}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
 
 
 async def test_publish_consume_ack_and_redelivery(broker_url: str) -> None:
@@ -87,20 +65,6 @@ async def test_redelivery_limit_dead_letters(broker_url: str) -> None:
             await message.ack()
     finally:
         await queue.close()
-
-
-@pytest.fixture
-def worker_env(broker_url: str, database_url: str, model_cache: Path, tmp_path: Path) -> dict[str, str]:
-    """The environment of a `mlservice worker` sharing the test's database, broker and storage."""
-    return os.environ | {
-        "MLSERVICE_DATABASE_URL": database_url,
-        "MLSERVICE_BROKER_URL": broker_url,
-        "MLSERVICE_VAR_DIR": str(tmp_path / "var"),
-        "MLSERVICE_STORAGE_DIR": str(tmp_path / "var" / "files"),
-        "MLSERVICE_MODEL_CACHE_DIR": str(model_cache),
-        "MLSERVICE_JWT_SECRET": "test-secret-" + "x" * 40,
-        "MLSERVICE_LOG_LEVEL": "warning",
-    }
 
 
 async def test_jobs_run_on_a_separate_worker_process(

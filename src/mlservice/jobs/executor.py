@@ -8,6 +8,7 @@ that lost its lease cannot overwrite the next attempt's outcome.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import time
@@ -22,11 +23,11 @@ import anyio
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.db import Database, after_commit, after_rollback
+from mlservice.db import Database, after_rollback
+from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.predictors.base import InvalidInput, PredictInput, Predictor, PredictOutput
 from mlservice.predictors.pool import PredictorPool
-from mlservice.queue.base import JobQueue
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
 from mlservice.wallet import service as wallet
@@ -50,6 +51,16 @@ class Outcome:
     error_code: str | None = None
     error_message: str | None = None
     processing_ms: float | None = None
+    # The model (not the input) failed: worth another attempt, up to the attempt limit.
+    retryable: bool = False
+
+
+class Disposition(enum.StrEnum):
+    """What to do with a job's message once its attempt is settled in the database."""
+
+    ack = "ack"  # finished (or not ours to run): drop the message
+    retry = "retry"  # back to queued for another attempt: deliver the message again
+    dead_letter = "dead_letter"  # failed on its last attempt: park the message for inspection
 
 
 SuccessHook = Callable[[AsyncSession, PredictOutput], Awaitable[None]]
@@ -64,6 +75,8 @@ class JobExecutor:
         self.pool = pool
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
+        # Jobs this process has claimed and not yet settled -> attempt: their leases get renewed.
+        self.running: dict[uuid.UUID, int] = {}
 
     async def claim(self, job_ids: list[uuid.UUID]) -> list[Claimed]:
         claimed: list[Claimed] = []
@@ -87,15 +100,36 @@ class JobExecutor:
                 ).one_or_none()
                 if row is not None:
                     claimed.append(Claimed(*row))
+        for job in claimed:
+            self.running[job.id] = job.attempt
         return claimed
 
-    async def run_batch(self, model_slug: str, job_ids: list[uuid.UUID]) -> None:
-        """Execute a batch of job ids of one model; ids no longer queued are skipped."""
+    async def run_batch(self, model_slug: str, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, Disposition]:
+        """Execute a batch of job ids of one model; ids no longer queued are skipped (and acked)."""
         claimed = await self.claim(job_ids)
         if not claimed:
-            return
-        outcomes = await self._predict(model_slug, claimed)
-        await self.finish(claimed, outcomes, model_slug)
+            return dict.fromkeys(job_ids, Disposition.ack)
+        try:
+            outcomes = await self._predict(model_slug, claimed)
+            settled = await self.finish(claimed, outcomes, model_slug)
+        finally:
+            for job in claimed:
+                self.running.pop(job.id, None)
+        return dict.fromkeys(job_ids, Disposition.ack) | settled
+
+    async def renew_leases(self) -> int:
+        """Extend the lease of every job this process is running; returns how many were renewed."""
+        if not self.running:
+            return 0
+        running = dict(self.running)
+        async with self.db.session(write=True) as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id.in_(running), Job.status == JobStatus.running)
+                .values(lease_expires_at=utcnow() + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def _predict(self, model_slug: str, claimed: list[Claimed]) -> dict[uuid.UUID, Outcome]:
         outcomes: dict[uuid.UUID, Outcome] = {}
@@ -104,7 +138,10 @@ class JobExecutor:
         except Exception as exc:
             log.exception("model %s failed to load", model_slug)
             message = f"The model could not be loaded: {exc}"
-            return {c.id: Outcome(error_code="model_unavailable", error_message=message) for c in claimed}
+            return {
+                c.id: Outcome(error_code="model_unavailable", error_message=message, retryable=True)
+                for c in claimed
+            }
 
         contexts: dict[uuid.UUID, Any] = {}
         cls = type(predictor)
@@ -159,7 +196,9 @@ class JobExecutor:
                 else:
                     log.exception("job %s failed in %s", job_id, model_slug)
                     outcomes[job_id] = Outcome(
-                        error_code="prediction_failed", error_message=f"The model failed on this input: {exc}"
+                        error_code="prediction_failed",
+                        error_message=f"The model failed on this input: {exc}",
+                        retryable=True,
                     )
 
         if runnable:
@@ -168,20 +207,49 @@ class JobExecutor:
 
     async def finish(
         self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome], model_slug: str
-    ) -> None:
-        """Commit each job's result with the capture (or release) of its hold, in one transaction."""
+    ) -> dict[uuid.UUID, Disposition]:
+        """Commit each job's result with the capture (or release) of its hold, in one transaction.
+
+        A model failure before the last attempt sends the job back to the queue instead; on the
+        last attempt it fails for good, its hold is released and its message is dead-lettered.
+        """
         cls = self.pool.classes[model_slug]
+        settled: dict[uuid.UUID, Disposition] = {}
         async with self.db.session(write=True) as session:
             for job in claimed:
+                outcome = outcomes[job.id]
+                if outcome.retryable and job.attempt < self.max_attempts:
+                    retried = await session.execute(
+                        update(Job)
+                        .where(Job.id == job.id, Job.status == JobStatus.running, Job.attempts == job.attempt)
+                        .values(status=JobStatus.queued, lease_expires_at=None)
+                        .execution_options(synchronize_session=False)
+                    )
+                    requeued = retried.rowcount == 1  # type: ignore[attr-defined]
+                    if requeued:
+                        log.warning(
+                            "job %s attempt %d failed, retrying: %s",
+                            job.id,
+                            job.attempt,
+                            outcome.error_message,
+                        )
+                    settled[job.id] = Disposition.retry if requeued else Disposition.ack
+                    continue
+                if outcome.retryable:
+                    outcome.error_message = f"{outcome.error_message} (gave up after {job.attempt} attempts)"
                 hook: SuccessHook | None = None
                 if _overrides(cls, "on_success"):
 
                     async def hook(s: AsyncSession, out: PredictOutput, job: Claimed = job) -> None:
                         await cls.on_success(s, job.user_id, job.id, job.params, out)
 
-                await record_outcome(
-                    session, job.id, job.attempt, outcomes[job.id], storage=self.storage, on_success=hook
+                recorded = await record_outcome(
+                    session, job.id, job.attempt, outcome, storage=self.storage, on_success=hook
                 )
+                settled[job.id] = (
+                    Disposition.dead_letter if recorded and outcome.retryable else Disposition.ack
+                )
+        return settled
 
 
 def _overrides(cls: type[Predictor], hook: str) -> bool:
@@ -237,7 +305,7 @@ async def record_outcome(
         if storage is None or not ARTIFACT_NAME.match(name):
             raise ValueError(f"cannot store artifact {name!r}")
         key = artifact_key(job_id, name)
-        await storage.put(key, artifact.data)
+        await storage.put(key, artifact.data, session=session)
         after_rollback(session, partial(storage.delete, key))
         artifacts[name] = {
             "media_type": artifact.media_type,
@@ -254,7 +322,7 @@ async def record_outcome(
     return True
 
 
-async def sweep(session: AsyncSession, queue: JobQueue, *, max_attempts: int) -> int:
+async def sweep(session: AsyncSession, publisher: JobPublisher, *, max_attempts: int) -> int:
     """Requeue running jobs whose lease expired; fail them (releasing the hold) past the attempt limit."""
     now = utcnow()
     expired = list(
@@ -279,15 +347,11 @@ async def sweep(session: AsyncSession, queue: JobQueue, *, max_attempts: int) ->
         result = await session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.running, Job.attempts == attempts)
-            .values(status=JobStatus.queued, lease_expires_at=None)
+            .values(status=JobStatus.queued, lease_expires_at=None, published_at=None)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
-
-            async def publish(job_id: uuid.UUID = job_id, slug: str = model_slug) -> None:
-                await queue.publish(slug, job_id)
-
-            after_commit(session, publish)
+            publisher.publish_after_commit(session, model_slug, job_id, attempts)
     return len(expired)
 
 

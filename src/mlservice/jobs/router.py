@@ -68,7 +68,7 @@ async def submit_job(
         predictors=components.predictors,
         limits=InputLimits(settings.max_upload_bytes, settings.max_image_pixels),
         storage=components.storage,
-        queue=components.queue,
+        publisher=components.publisher,
     )
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
 

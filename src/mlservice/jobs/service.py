@@ -14,14 +14,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.catalog.service import get_runnable_model
-from mlservice.db import after_commit, after_rollback
+from mlservice.db import after_rollback
 from mlservice.idempotency import service as idempotency
+from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.errors import JobNotCancelable, JobNotFound, MissingInput, ModelUnavailable
 from mlservice.jobs.executor import artifact_key
 from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.predictors.base import InputLimits, InvalidInput, Predictor
-from mlservice.queue.base import JobQueue
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
 from mlservice.wallet import service as wallet
@@ -121,7 +121,7 @@ async def submit(
     predictors: Mapping[str, type[Predictor]],
     limits: InputLimits,
     storage: Storage,
-    queue: JobQueue,
+    publisher: JobPublisher,
 ) -> idempotency.Outcome:
     """Validate, hold the price and queue the job, all in the caller's unit of work.
 
@@ -160,14 +160,11 @@ async def submit(
         if submission.data is not None:
             key = input_key(job.id)
             job.input_file = key
-            await storage.put(key, submission.data)
+            await storage.put(key, submission.data, session=session)
             after_rollback(session, lambda: storage.delete(key))
         await session.flush()
 
-        async def publish() -> None:
-            await queue.publish(model.slug, job.id)
-
-        after_commit(session, publish)
+        publisher.publish_after_commit(session, model.slug, job.id)
         return 201, job_read(job).model_dump(mode="json")
 
     return await idempotency.run_once(session, user_id, "jobs.create", idempotency_key, fingerprint, create)
@@ -187,7 +184,7 @@ async def read_input(
     if job.input_file is None:
         raise JobNotFound("This job has no input file.", code="file_not_found")
     try:
-        data = await storage.get(job.input_file)
+        data = await storage.get(job.input_file, session=session)
     except FileNotFoundError:
         raise JobNotFound("The input file is no longer stored.", code="file_not_found") from None
     # Uploads are served back as opaque bytes, never with a type a browser would render or run.
@@ -202,7 +199,7 @@ async def read_artifact(
     if meta is None:
         raise JobNotFound(f"This job has no artifact {name!r}.", code="artifact_not_found")
     try:
-        data = await storage.get(artifact_key(job.id, name))
+        data = await storage.get(artifact_key(job.id, name), session=session)
     except FileNotFoundError:
         raise JobNotFound("The artifact is no longer stored.", code="artifact_not_found") from None
     return StoredFile(data, str(meta["media_type"]), str(meta["filename"]))

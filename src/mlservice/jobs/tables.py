@@ -29,6 +29,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        Index("ix_jobs_status_published_at", "status", "published_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -52,3 +53,5 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     processing_ms: Mapped[float | None] = mapped_column()
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When a durable broker confirmed the job's message (NULL: not yet, so the relay republishes it).
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

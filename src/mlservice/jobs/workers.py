@@ -7,12 +7,11 @@ import contextlib
 import logging
 
 from mlservice.db import Database
-from mlservice.jobs.executor import JobExecutor, queued_jobs, sweep
+from mlservice.jobs.dispatch import JobPublisher
+from mlservice.jobs.executor import Disposition, JobExecutor, queued_jobs, sweep
 from mlservice.queue.base import Delivery, JobQueue
 
 log = logging.getLogger(__name__)
-
-SWEEP_INTERVAL_S = 15.0
 
 
 class JobWorkers:
@@ -21,18 +20,26 @@ class JobWorkers:
         db: Database,
         queue: JobQueue,
         executor: JobExecutor,
+        publisher: JobPublisher,
         *,
         concurrency: int,
         max_attempts: int,
         preload: bool,
+        batching: bool = True,
         resume_queued: bool = True,
+        sweep_interval_s: float = 5.0,
+        relay_after_s: float = 10.0,
     ) -> None:
         self.db = db
         self.queue = queue
         self.executor = executor
+        self.publisher = publisher
+        self.sweep_interval_s = sweep_interval_s
+        self.relay_after_s = relay_after_s
         self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.preload = preload
+        self.batching = batching
         self.resume_queued = resume_queued
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -43,23 +50,26 @@ class JobWorkers:
             async with self.db.session() as session:
                 waiting = await queued_jobs(session)
             for job_id, slug in waiting:
-                await self.queue.publish(slug, job_id)
+                await self.publisher.publish(slug, job_id)
             if waiting:
                 log.info("requeued %d waiting jobs", len(waiting))
         consume = getattr(self.queue, "consume", None)
         for slug, cls in self.executor.pool.classes.items():
+            batch_size = cls.max_batch_size if self.batching else 1
             if consume is not None:
-                await consume(slug, prefetch=cls.max_batch_size * self.concurrency)
-        for slug, cls in self.executor.pool.classes.items():
+                # Enough unacknowledged messages for every consumer's next batch to be gathering
+                # while the current one runs.
+                await consume(slug, prefetch=batch_size * (self.concurrency + 1))
             for n in range(self.concurrency):
                 self._tasks.append(
                     asyncio.create_task(
-                        self._consume(slug, cls.max_batch_size, cls.max_wait_ms), name=f"worker-{slug}-{n}"
+                        self._consume(slug, batch_size, cls.max_wait_ms), name=f"worker-{slug}-{n}"
                     )
                 )
             if self.preload:
                 self._tasks.append(asyncio.create_task(self._preload(slug), name=f"preload-{slug}"))
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="lease-sweeper"))
+        self._tasks.append(asyncio.create_task(self._renew_forever(), name="lease-renewer"))
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop taking jobs; let batches already running finish (their results commit and ack)."""
@@ -96,33 +106,46 @@ class JobWorkers:
 
     async def _run(self, slug: str, deliveries: list[Delivery]) -> None:
         try:
-            await self.executor.run_batch(slug, [d.job_id for d in deliveries])
+            dispositions = await self.executor.run_batch(slug, [d.job_id for d in deliveries])
         except Exception:
             # Claimed jobs stay `running` until the sweeper retries them; unclaimed ones go back.
             log.exception("batch of %s failed: %s", slug, [d.job_id for d in deliveries])
-            await _settle(deliveries, requeue=True)
-            return
-        # Only now is every outcome committed (or the job was not ours to run): drop the messages.
-        await _settle(deliveries, requeue=False)
+            dispositions = dict.fromkeys((d.job_id for d in deliveries), Disposition.retry)
+        # Only now is every outcome committed (or the job was not ours to run): settle the messages.
+        for delivery in deliveries:
+            await _settle(delivery, dispositions.get(delivery.job_id, Disposition.ack))
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
+            await asyncio.sleep(self.sweep_interval_s)
             try:
+                # Relay first: the jobs the sweep requeues are published by the sweep itself.
+                await self.publisher.relay(self.relay_after_s)
                 async with self.db.session(write=True) as session:
-                    count = await sweep(session, self.queue, max_attempts=self.max_attempts)
+                    count = await sweep(session, self.publisher, max_attempts=self.max_attempts)
                 if count:
                     log.warning("swept %d jobs whose lease expired", count)
             except Exception:
                 log.exception("lease sweep failed")
 
+    async def _renew_forever(self) -> None:
+        interval = self.executor.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.executor.renew_leases()
+            except Exception:
+                log.warning("could not renew job leases", exc_info=True)
 
-async def _settle(deliveries: list[Delivery], *, requeue: bool) -> None:
-    for delivery in deliveries:
-        try:
-            await (delivery.requeue() if requeue else delivery.ack())
-        except Exception:
-            # The broker redelivers what it never heard back about; the guarded claim makes that safe.
-            log.warning(
-                "could not %s job %s", "requeue" if requeue else "ack", delivery.job_id, exc_info=True
-            )
+
+async def _settle(delivery: Delivery, disposition: Disposition) -> None:
+    try:
+        if disposition is Disposition.retry:
+            await delivery.requeue()
+        elif disposition is Disposition.dead_letter:
+            await delivery.dead_letter()
+        else:
+            await delivery.ack()
+    except Exception:
+        # The broker redelivers what it never heard back about; the guarded claim makes that safe.
+        log.warning("could not %s job %s", disposition.value, delivery.job_id, exc_info=True)

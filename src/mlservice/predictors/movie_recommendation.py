@@ -46,7 +46,7 @@ from mlservice.predictors.base import (
     PredictOutput,
 )
 from mlservice.predictors.runtime import cpu_session
-from mlservice.predictors.vector_index import NumpyCosineIndex, VectorIndex
+from mlservice.predictors.vector_index import VectorIndex, VectorIndexFactory
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ CATALOG_FILENAME: Final = "movies_minilm.json"
 CACHE_FORMAT: Final = 1
 
 EMBEDDING_DIM: Final = 384
+# The catalog's table when the index lives in PostgreSQL (pgvector).
+INDEX_NAME: Final = "movie_embeddings"
 # Queries are cut at 256 tokens, sentence-transformers' max_seq_length for this model.
 MAX_TOKENS: Final = 256
 # Catalog articles are cut at 128 tokens, the length the model was trained on. Compared with 256
@@ -136,11 +138,19 @@ class MovieRecommendation(Predictor):
     max_batch_size: ClassVar[int] = 16
     max_wait_ms: ClassVar[int] = 10
 
-    def __init__(self, cache_dir: Path, *, intra_op_num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        intra_op_num_threads: int | None = None,
+        vector_index: VectorIndexFactory | None = None,
+    ) -> None:
         super().__init__(cache_dir)
         # None keeps onnxruntime's default (one thread per physical core); set it lower when
         # several workers share a machine so they do not oversubscribe the cores.
         self.intra_op_num_threads = intra_op_num_threads
+        # Exact search in memory unless told otherwise; the pool sets the configured one.
+        self.vector_index = vector_index or VectorIndexFactory()
         self._session: Any = None
         self._tokenizer: Any = None
         self._index: VectorIndex | None = None
@@ -279,7 +289,7 @@ class MovieRecommendation(Predictor):
             cached = self._build_catalog(session)
             self._write_cache(*cached)
         self._movies, embeddings = cached
-        self._index = NumpyCosineIndex(embeddings)
+        self._index = self.vector_index.open(INDEX_NAME, embeddings)
         self._session, self._tokenizer = session, tokenizer
         # The first runs allocate buffers and pick kernels; paying that here keeps it out of the
         # first customer's latency.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -15,22 +14,19 @@ class Delivery(Protocol):
     async def ack(self) -> None: ...
 
     async def requeue(self) -> None:
-        """Give the message back (e.g. the worker is shutting down before it ran the job)."""
+        """Give the message back to be delivered again (a retry, or a worker that stops early)."""
+        ...
+
+    async def dead_letter(self) -> None:
+        """Drop the message for good, keeping it where operators can inspect it (if the broker can)."""
         ...
 
 
-@dataclass
-class LocalDelivery:
-    job_id: uuid.UUID
-
-    async def ack(self) -> None:
-        return None
-
-    async def requeue(self) -> None:
-        return None
-
-
 class JobQueue(Protocol):
+    # True when published messages survive this process (a broker): the publisher then records
+    # which jobs were confirmed so that a relay can republish the others.
+    durable: bool
+
     async def publish(self, model_slug: str, job_id: uuid.UUID) -> None:
         """Hand a job id to the workers; returns once the broker has confirmed it."""
         ...

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TypeVar
 
-from mlservice.queue.base import Delivery, LocalDelivery
+from mlservice.queue.base import Delivery
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -17,6 +21,8 @@ class InProcessQueue:
     the database still has queued.
     """
 
+    durable = False
+
     def __init__(self) -> None:
         self._queues: defaultdict[str, asyncio.Queue[uuid.UUID]] = defaultdict(asyncio.Queue)
 
@@ -24,16 +30,30 @@ class InProcessQueue:
         self._queues[model_slug].put_nowait(job_id)
 
     async def next_batch(self, model_slug: str, max_size: int, max_wait_s: float) -> list[Delivery]:
-        return [
-            LocalDelivery(job_id)
-            for job_id in await gather_batch(self._queues[model_slug], max_size, max_wait_s)
-        ]
+        queue = self._queues[model_slug]
+        return [LocalDelivery(job_id, queue) for job_id in await gather_batch(queue, max_size, max_wait_s)]
 
     async def close(self) -> None:
         return None
 
     def qsize(self, model_slug: str) -> int:
         return self._queues[model_slug].qsize()
+
+
+@dataclass
+class LocalDelivery:
+    job_id: uuid.UUID
+    queue: asyncio.Queue[uuid.UUID]
+
+    async def ack(self) -> None:
+        return None
+
+    async def requeue(self) -> None:
+        self.queue.put_nowait(self.job_id)
+
+    async def dead_letter(self) -> None:
+        # Nothing keeps messages here; the job row already says why it failed.
+        log.warning("job %s dropped from the in-process queue after its last attempt", self.job_id)
 
 
 async def gather_batch(queue: asyncio.Queue[T], max_size: int, max_wait_s: float) -> list[T]:

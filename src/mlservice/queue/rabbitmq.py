@@ -49,6 +49,10 @@ class RabbitDelivery:
     async def requeue(self) -> None:
         await self.message.nack(requeue=True)
 
+    async def dead_letter(self) -> None:
+        # Rejected without requeue, the quorum queue routes it to the dead-letter exchange.
+        await self.message.reject(requeue=False)
+
 
 @dataclass
 class _Consumer:
@@ -59,6 +63,8 @@ class _Consumer:
 
 
 class RabbitMQQueue:
+    durable = True
+
     def __init__(self, url: str, *, delivery_limit: int = 5) -> None:
         self.url = url
         self.delivery_limit = delivery_limit

@@ -1,17 +1,26 @@
-"""Where job inputs and artifacts live, behind one small interface."""
+"""Where job inputs and artifacts live, behind one small interface.
+
+Two implementations: :class:`~mlservice.storage.local.LocalStorage` (files under a directory; the
+single-host default, or a shared volume) and :class:`~mlservice.storage.database.DatabaseStorage`
+(rows in PostgreSQL, for API processes and workers on different machines). ``session`` is the
+caller's unit of work: storage that lives in the database joins it, file storage ignores it and
+relies on the caller's after-rollback cleanup.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 
 class Storage(Protocol):
-    async def put(self, key: str, data: bytes) -> None: ...
+    async def put(self, key: str, data: bytes, *, session: AsyncSession | None = None) -> None: ...
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, session: AsyncSession | None = None) -> bytes:
         """Raises FileNotFoundError for a missing key."""
         ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str, *, session: AsyncSession | None = None) -> None: ...
 
-    async def exists(self, key: str) -> bool: ...
+    async def exists(self, key: str, *, session: AsyncSession | None = None) -> bool: ...

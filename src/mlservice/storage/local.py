@@ -6,8 +6,16 @@ import secrets
 from pathlib import Path
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+def validate_key(key: str) -> str:
+    """Keys are relative paths of plain names: no ``..``, no leading slash, no odd characters."""
+    if not _KEY.match(key) or ".." in key or len(key) > 300:
+        raise ValueError(f"invalid storage key: {key!r}")
+    return key
 
 
 class LocalStorage:
@@ -17,11 +25,9 @@ class LocalStorage:
         self.root = root.resolve()
 
     def path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key:
-            raise ValueError(f"invalid storage key: {key!r}")
-        return self.root / key
+        return self.root / validate_key(key)
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, *, session: AsyncSession | None = None) -> None:
         path = self.path(key)
 
         def write() -> None:
@@ -36,11 +42,11 @@ class LocalStorage:
 
         await anyio.to_thread.run_sync(write)
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, session: AsyncSession | None = None) -> bytes:
         return await anyio.Path(self.path(key)).read_bytes()
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, *, session: AsyncSession | None = None) -> None:
         await anyio.Path(self.path(key)).unlink(missing_ok=True)
 
-    async def exists(self, key: str) -> bool:
+    async def exists(self, key: str, *, session: AsyncSession | None = None) -> bool:
         return await anyio.Path(self.path(key)).exists()
