@@ -19,3 +19,8 @@ class BenchCase:
     raw_call: Callable[[int], Callable[[], object]] | None
     raw_label: str  # what the raw call is, e.g. "onnxruntime session.run on 224x224 tensors"
     batch_sizes: tuple[int, ...] = (1, 4, 8)
+    # The raw pipeline: the same work done by hand in a plain loop, from the same encoded inputs
+    # (decode + preprocess + runtime + postprocess, with the same libraries), or None where the
+    # runtime call is already the whole job. The wrapper's own cost is the gap to this one.
+    pipeline_call: Callable[[int], Callable[[], object]] | None = None
+    pipeline_label: str = ""
