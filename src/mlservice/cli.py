@@ -30,6 +30,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from mlservice.worker import run_worker
 
+    if args.health_port is not None:
+        settings = settings.model_copy(update={"worker_health_port": args.health_port})
     asyncio.run(run_worker(settings, args.models))
     return 0
 
@@ -127,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="consume jobs from RabbitMQ (MLSERVICE_BROKER_URL)")
     worker.add_argument("--models", nargs="*", help="only these model slugs (default: all)")
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        help="answer GET /health and /ready on this port (MLSERVICE_WORKER_HEALTH_PORT)",
+    )
     worker.set_defaults(handler=_worker)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

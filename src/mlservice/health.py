@@ -18,7 +18,7 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(components: ComponentsDep) -> JSONResponse:
-    """Readiness: the database answers."""
+    """Readiness: the database answers and the broker (if any) is connected."""
     checks: dict[str, str] = {}
     try:
         async with components.db.engine.connect() as conn:
@@ -26,5 +26,7 @@ async def ready(components: ComponentsDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
+    if components.queue.durable:
+        checks["broker"] = "ok" if components.queue.connected else "error: not connected"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # `mlservice worker` answers GET /health and /ready on this port (0: no health endpoint).
+    worker_health_port: int = Field(default=0, ge=0, le=65535)
 
     # Never a hard-coded default: generated once and kept in <var_dir>/jwt-secret when unset.
     jwt_secret: SecretStr | None = None

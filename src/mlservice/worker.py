@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
 
-from mlservice.app import build_components, close_components, connect_queue
+from sqlalchemy import text
+
+from mlservice import __version__
+from mlservice.app import Components, build_components, close_components, connect_queue
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.registry import discover_predictors
 from mlservice.settings import Settings
@@ -40,10 +46,78 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await connect_queue(components)
+    health: asyncio.Server | None = None
     try:
         await workers.start()
+        if settings.worker_health_port:
+            health = await serve_health(components, settings.host, settings.worker_health_port)
         log.info("worker serving %s", ", ".join(sorted(predictors)))
         await stop.wait()
         log.info("stopping: finishing running batches")
     finally:
+        if health is not None:
+            health.close()
         await close_components(components)
+
+
+async def readiness(components: Components) -> tuple[bool, dict[str, Any]]:
+    """Database reachable, broker connected, and (when preloading) every model loaded."""
+    checks: dict[str, str] = {}
+    try:
+        async with components.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    checks["broker"] = "ok" if components.queue.connected else "error: not connected"
+    pool = components.pool
+    models = {slug: "loaded" if pool.is_loaded(slug) else "not loaded" for slug in pool.classes}
+    ok = all(value == "ok" for value in checks.values())
+    if components.settings.preload_models:
+        ok = ok and all(state == "loaded" for state in models.values())
+    workers = components.workers
+    running = len(workers.executor.running) if workers is not None else 0
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "checks": checks,
+        "models": models,
+        "running_jobs": running,
+    }
+    return ok, body
+
+
+async def serve_health(components: Components, host: str, port: int) -> asyncio.Server:
+    """A minimal HTTP/1.1 responder for orchestrators: GET /health (alive) and GET /ready."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)).strip():
+                pass  # headers: nothing in them matters here
+            parts = request.decode("latin-1").split()
+            method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
+            if method not in ("GET", "HEAD"):
+                status, body = 405, {"status": "method not allowed"}
+            elif path == "/health":
+                status, body = 200, {"status": "ok", "version": __version__}
+            elif path == "/ready":
+                ok, body = await readiness(components)
+                status = 200 if ok else 503
+            else:
+                status, body = 404, {"status": "not found"}
+            payload = json.dumps(body).encode()
+            head = (
+                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + (b"" if method == "HEAD" else payload))
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, port)
+    log.info("worker health on http://%s:%d/health and /ready", host, port)
+    return server

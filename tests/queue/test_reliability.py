@@ -7,6 +7,7 @@ import asyncio
 import collections
 import random
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -250,3 +252,41 @@ async def test_broker_restart_while_jobs_are_submitted_loses_no_job(
         jobs = [await wait_for_job(service.client, headers, job_id, within=120) for job_id in ids]
         assert collections.Counter(j["status"] for j in jobs) == {"succeeded": 60}
         assert await assert_books_balance(service, ids) == {"succeeded": 60}
+
+
+async def test_worker_reports_health_and_readiness(
+    service_factory: Any, worker_env: dict[str, str], spawn_worker: Spawn
+) -> None:
+    port = free_port()
+    async with api(service_factory, worker_env) as service:
+        ready = await service.client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+        await spawn_worker("test-echo", worker_health_port=str(port), preload_models="true")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(200):
+                try:
+                    r = await client.get("/ready")
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+                    continue
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.status_code == 200
+            assert r.json() == {
+                "status": "ok",
+                "checks": {"database": "ok", "broker": "ok"},
+                "models": {"test-echo": "loaded"},
+                "running_jobs": 0,
+            }
+            assert (await client.get("/health")).json()["status"] == "ok"
+            assert (await client.get("/nope")).status_code == 404
+            assert (await client.post("/ready")).status_code == 405
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

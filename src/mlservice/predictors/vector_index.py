@@ -2,12 +2,12 @@
 
 Predictors search through the small :class:`VectorIndex` protocol, so where the vectors live can
 change without touching the model code. Both implementations search exactly and return the same
-rows in the same order, ties by row number; their float32 scores differ by about 1e-7, so only
+rows in the same order, ties by row number; their float32 scores differ by a few 1e-7, so only
 rows whose scores are closer than that could come out in the other order.
 
 * :class:`NumpyCosineIndex`: in memory. For catalogs of a few thousand rows it is also the faster
-  one (for the 941 films, about 0.07 ms per query against about 0.5 ms in pgvector on the same
-  machine, where each query is a scan on the server).
+  one: for the 941 films on 2 cores, 0.07 ms for one query and 0.8 ms for 16, against 0.5 ms and
+  4 ms in pgvector with the server on a local socket.
 * :class:`PgVectorIndex`: in PostgreSQL with the pgvector extension, in a table of the
   configured database, shared by every process that uses that database.
 
@@ -143,11 +143,11 @@ class PgVectorIndex:
     tables are a cache of the model files, not service data: they are created here rather than by
     the migrations, which must run on servers without the extension, and can be dropped any time.
 
-    The search is exact (a scan of every row, about a millisecond for a thousand rows), with no
+    The search is exact (a scan of every row, 0.25 ms on the server for the 941 films), with no
     HNSW or IVFFlat index: an approximate index may miss true neighbours, and then the results
     would depend on which index a deployment uses. Scores are ``1 - (embedding <=> query)`` and
-    agree with :class:`NumpyCosineIndex` to about 1e-6 (pgvector divides by the vectors' norms,
-    which are 1 to within float32 rounding); ties are ordered by row number here too.
+    agree with :class:`NumpyCosineIndex` to about 3e-7 (both sum in float32, in other orders, and
+    pgvector also divides by the norms, 1 to within rounding); ties are ordered by row number.
 
     Every search checks, in the same statement, that the table still holds this index's vectors:
     a process serving another catalog (during an upgrade) may have replaced them. If so, they are
@@ -300,21 +300,23 @@ class PgVectorIndex:
     ) -> list[tuple[Any, ...]]:
         from psycopg import sql
 
-        # All queries in one statement, one round trip. The inner ORDER BY is the exact scan;
-        # the outer one keeps each query's rows together, best first. The EXISTS is evaluated
-        # once: no rows at all means the table holds another catalog's vectors.
+        # One statement per query, all sent in one pipeline (one round trip): twice as fast as
+        # one statement over unnest(queries) with a lateral join. The EXISTS is evaluated once per
+        # statement; a query without rows means the table holds another catalog's vectors.
         statement = sql.SQL(
-            "SELECT r.id, r.distance"
-            " FROM unnest(%(queries)s::vector[]) WITH ORDINALITY AS q(embedding, n)"
-            " CROSS JOIN LATERAL ("
-            "  SELECT t.id, t.embedding <=> q.embedding AS distance FROM {table} AS t"
-            "  ORDER BY t.embedding <=> q.embedding, t.id LIMIT %(k)s"
-            " ) AS r"
+            "SELECT id, embedding <=> %(query)s AS distance FROM {table}"
             " WHERE EXISTS (SELECT FROM {catalogs} WHERE name = %(name)s AND sha256 = %(sha256)s)"
-            " ORDER BY q.n, r.distance, r.id"
+            " ORDER BY embedding <=> %(query)s, id LIMIT %(k)s"
         ).format(table=sql.Identifier(self._name), catalogs=sql.Identifier(_CATALOGS_TABLE))
-        params = {"queries": list(queries), "k": k, "name": self._name, "sha256": self._sha256}
-        return connection.execute(statement, params).fetchall()
+        params = [{"query": query, "k": k, "name": self._name, "sha256": self._sha256} for query in queries]
+        rows: list[tuple[Any, ...]] = []
+        with connection.cursor() as cursor:
+            cursor.executemany(statement, params, returning=True)
+            while True:
+                rows.extend(cursor.fetchall())
+                if not cursor.nextset():
+                    break
+        return rows
 
 
 def _create_extension(connection: Connection[tuple[Any, ...]]) -> None:

@@ -27,6 +27,11 @@ class JobQueue(Protocol):
     # which jobs were confirmed so that a relay can republish the others.
     durable: bool
 
+    @property
+    def connected(self) -> bool:
+        """Whether publishing and consuming can work right now (for readiness checks)."""
+        ...
+
     async def publish(self, model_slug: str, job_id: uuid.UUID) -> None:
         """Hand a job id to the workers; returns once the broker has confirmed it."""
         ...

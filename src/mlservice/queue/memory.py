@@ -22,6 +22,7 @@ class InProcessQueue:
     """
 
     durable = False
+    connected = True
 
     def __init__(self) -> None:
         self._queues: defaultdict[str, asyncio.Queue[uuid.UUID]] = defaultdict(asyncio.Queue)

@@ -74,6 +74,10 @@ class RabbitMQQueue:
         self._consumers: dict[str, _Consumer] = {}
         self._declared: set[str] = set()
 
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
     async def connect(self, model_slugs: Iterable[str]) -> None:
         self._connection = await aio_pika.connect_robust(self.url)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
