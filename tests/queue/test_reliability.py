@@ -290,3 +290,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_sigterm_lets_the_running_job_finish(
+    service_factory: Any, worker_env: dict[str, str], spawn_worker: Spawn
+) -> None:
+    async with api(service_factory, worker_env) as service:
+        headers = await service.user()
+        worker = await spawn_worker("test-echo")
+        running = await submit_echo(service, headers, "almost done", sleep_ms=1500)
+        waiting = [await submit_echo(service, headers, f"next {i}", sleep_ms=0) for i in range(3)]
+        for _ in range(400):
+            r = await service.client.get(f"/api/jobs/{running}", headers=headers)
+            if r.json()["status"] == "running":
+                break
+            await asyncio.sleep(0.025)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), 30) == 0
+        job = (await service.client.get(f"/api/jobs/{running}", headers=headers)).json()
+        assert job["status"] == "succeeded"
+        assert job["attempts"] == 1  # finished by the worker that started it, not re-run
+
+        # Jobs it had not started were handed back to the broker: the next worker runs them.
+        await spawn_worker("test-echo")
+        done = [await wait_for_job(service.client, headers, job_id) for job_id in waiting]
+        assert [(j["status"], j["attempts"]) for j in done] == [("succeeded", 1)] * 3
+        assert await assert_books_balance(service, [running, *waiting]) == {"succeeded": 4}
