@@ -38,8 +38,30 @@ test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# `make deploy-local`: the scaled-out layout as processes on this machine, nginx → 2 APIs → RabbitMQ →
+# 2 workers, on the local PostgreSQL (database mlservice_local) and RabbitMQ (vhost mlservice-local),
+# both created when missing. Prints the URL; Ctrl-C stops everything. nginx is installed when missing.
+DEPLOY_PG ?= postgres@127.0.0.1:5432
+DEPLOY_AMQP ?= guest:guest@127.0.0.1:5672
+DEPLOY_DB := mlservice_local
+DEPLOY_VHOST := mlservice-local
+
+.PHONY: deploy-local
+deploy-local: install
+	$(BIN)/mlservice models prepare
+	psql -q "postgresql://$(DEPLOY_PG)/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$(DEPLOY_DB)'" \
+		| grep -q 1 || psql -q "postgresql://$(DEPLOY_PG)/postgres" -c 'CREATE DATABASE "$(DEPLOY_DB)"'
+	rabbitmqctl -q list_vhosts | grep -qx '$(DEPLOY_VHOST)' || rabbitmqctl -q add_vhost '$(DEPLOY_VHOST)'
+	rabbitmqctl -q set_permissions -p '$(DEPLOY_VHOST)' '$(firstword $(subst :, ,$(DEPLOY_AMQP)))' '.*' '.*' '.*'
+	HF_HUB_OFFLINE=1 \
+	MLSERVICE_DATABASE_URL='postgresql+asyncpg://$(DEPLOY_PG)/$(DEPLOY_DB)' \
+	MLSERVICE_BROKER_URL='amqp://$(DEPLOY_AMQP)/$(DEPLOY_VHOST)' \
+		$(BIN)/mlservice deploy-local --var-dir var/deploy-local

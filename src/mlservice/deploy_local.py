@@ -17,6 +17,8 @@ context manager.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import logging
 import os
 import pwd
@@ -31,17 +33,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
-
-import httpx
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
 # deploy/nginx.conf of the checkout this module runs from (src/mlservice/ -> repository root).
 DEFAULT_NGINX_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 UPSTREAM_NAME = "mlservice_api"
-# Printed by `mlservice worker` once it consumes (mlservice.worker).
-WORKER_READY_MARKER = "worker serving"
 NGINX_PACKAGE = "nginx-light"
 
 
@@ -101,6 +100,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def http_get(url: str, timeout: float = 2.0, limit: int | None = 200) -> tuple[int | None, str]:
+    """Status and body (its first ``limit`` bytes) of a GET, or (None, why not); the standard
+    library only, as httpx is a development dependency."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+    try:
+        connection.request("GET", parts.path or "/")
+        response = connection.getresponse()
+        return response.status, response.read(limit).decode("utf-8", "replace")
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
 
 
 def find_nginx() -> str | None:
@@ -180,7 +194,7 @@ def render_nginx_conf(template: str, *, listen: str, upstreams: Sequence[str], p
         raise DeploymentError("the nginx template has no http block")
     temp = prefix / "temp"
     temp_paths = "".join(
-        f"    {directive}_temp_path {temp / name};\n"
+        f'    {directive}_temp_path "{temp / name}";\n'
         for directive, name in (
             ("client_body", "client_body"),
             ("proxy", "proxy"),
@@ -243,6 +257,8 @@ class LocalDeployment:
         self.api_ports: list[int] = []
         self.api_procs: list[ManagedProcess] = []
         self.worker_procs: list[ManagedProcess | None] = [None] * worker_count
+        # Each worker answers /health and /ready here; kept across restarts of that worker.
+        self.worker_health_ports: list[int] = [free_port() for _ in range(worker_count)]
         self.nginx_proc: ManagedProcess | None = None
 
     # -- addresses --------------------------------------------------------------------------------
@@ -258,6 +274,10 @@ class LocalDeployment:
     def api_urls(self) -> list[str]:
         """Each API process's own base URL, bypassing nginx."""
         return [f"http://127.0.0.1:{port}" for port in self.api_ports]
+
+    @property
+    def worker_health_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.worker_health_ports]
 
     @property
     def nginx_access_log(self) -> Path:
@@ -302,8 +322,8 @@ class LocalDeployment:
         return self
 
     def stop(self) -> None:
-        """SIGTERM to everything (nginx, then the APIs, then the workers, which finish their
-        running batches), wait up to ``stop_timeout``, SIGKILL what is left."""
+        """SIGTERM to every process at once (workers finish their running batches), wait up to
+        ``stop_timeout`` in all, then SIGKILL what is left."""
         procs = [p for p in [self.nginx_proc, *self.api_procs, *self.worker_procs] if p is not None]
         for proc in procs:
             proc.send(signal.SIGTERM)
@@ -318,14 +338,19 @@ class LocalDeployment:
     # -- workers ------------------------------------------------------------------------------------
 
     def start_worker(self, i: int, *, wait: bool = True) -> ManagedProcess:
-        """(Re)start worker ``i``; with ``wait``, return once it consumes from RabbitMQ."""
+        """(Re)start worker ``i`` (on the same health port); with ``wait``, return once it is
+        consuming and answers /ready."""
         current = self.worker_procs[i]
         if current is not None and current.running:
             raise DeploymentError(f"worker {i} is still running (pid {current.pid})")
         command = ["worker"]
         if self.models:
             command += ["--models", *self.models]
-        proc = self._spawn(f"worker-{i}", command, self._settings_env())
+        env = self._settings_env() | {
+            "MLSERVICE_HOST": "127.0.0.1",
+            "MLSERVICE_WORKER_HEALTH_PORT": str(self.worker_health_ports[i]),
+        }
+        proc = self._spawn(f"worker-{i}", command, env)
         self.worker_procs[i] = proc
         if wait:
             self.wait_worker_ready(i)
@@ -342,26 +367,26 @@ class LocalDeployment:
             raise DeploymentError(f"worker {i} was never started")
         return proc.stop(self.stop_timeout if timeout is None else timeout, sig)
 
-    def wait_worker_ready(self, i: int, timeout: float | None = None) -> None:
+    def wait_worker_ready(self, i: int) -> None:
+        """Until worker ``i`` answers /ready on its health port: it consumes, and its database
+        and broker connections are up."""
         proc = self.worker_procs[i]
         if proc is None:
             raise DeploymentError(f"worker {i} was never started")
-        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
-        while WORKER_READY_MARKER not in proc.output():
-            if not proc.running:
-                raise DeploymentError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
-            if time.monotonic() > deadline:
-                raise DeploymentError(f"{proc.name} is not consuming after {timeout} s:\n{proc.tail()}")
-            time.sleep(0.1)
+        self._wait_http(f"{self.worker_health_urls[i]}/ready", [proc], proc.name)
+
+    def worker_readiness(self, i: int) -> dict[str, Any]:
+        """Worker ``i``'s /ready body: checks, ``models`` (loaded or not), ``running_jobs``."""
+        status, body = http_get(f"{self.worker_health_urls[i]}/ready", limit=None)
+        if status is None:
+            raise DeploymentError(f"worker {i} does not answer: {body}")
+        answer: dict[str, Any] = json.loads(body)
+        return answer
 
     # -- internals ----------------------------------------------------------------------------------
 
     def _settings_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # An empty MLSERVICE_JWT_SECRET would be used as the secret itself: drop it, so the APIs
-        # share the one generated in var_dir.
-        if not env.get("MLSERVICE_JWT_SECRET"):
-            env.pop("MLSERVICE_JWT_SECRET", None)
         env.update(
             {
                 "MLSERVICE_DATABASE_URL": self.database_url,
@@ -369,15 +394,11 @@ class LocalDeployment:
                 "MLSERVICE_VAR_DIR": str(self.var_dir),
                 "MLSERVICE_STORAGE_DIR": str(self.var_dir / "files"),
                 "MLSERVICE_MODEL_CACHE_DIR": str(self.model_cache_dir or self.var_dir / "models"),
-                "MLSERVICE_LOG_LEVEL": env.get("MLSERVICE_LOG_LEVEL", "info"),
                 "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
         env.update(self.extra_env)
-        if env["MLSERVICE_LOG_LEVEL"] not in {"debug", "info"}:
-            # The readiness of workers is read from their info log.
-            env["MLSERVICE_LOG_LEVEL"] = "info"
         return env
 
     def _spawn(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> ManagedProcess:
@@ -386,7 +407,6 @@ class LocalDeployment:
     def _popen(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> ManagedProcess:
         log_path = self.logs_dir / f"{name}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
-        handle: IO[bytes]
         with log_path.open("ab") as handle:
             popen = subprocess.Popen(  # noqa: S603
                 list(command),
@@ -435,7 +455,7 @@ class LocalDeployment:
         )
         config_path = self.nginx_dir / "nginx.conf"
         config_path.write_text(config, encoding="utf-8")
-        globals_ = f"daemon off; pid {self.nginx_dir / 'nginx.pid'};"
+        globals_ = f'daemon off; pid "{self.nginx_dir / "nginx.pid"}";'
         if os.geteuid() == 0:
             # Workers would otherwise run as nobody, who may not reach the temp paths in var_dir.
             globals_ += f" user {pwd.getpwuid(0).pw_name};"
@@ -471,26 +491,19 @@ class LocalDeployment:
     def _wait_http(self, url: str, procs: Sequence[ManagedProcess], what: str) -> None:
         deadline = time.monotonic() + self.ready_timeout
         last = "no answer"
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                for proc in procs:
-                    if not proc.running:
-                        raise DeploymentError(
-                            f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}"
-                        )
-                try:
-                    response = client.get(url)
-                    if response.status_code == 200:
-                        return
-                    last = f"{response.status_code} {response.text[:200]}"
-                except httpx.HTTPError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                if time.monotonic() > deadline:
-                    tails = "\n".join(f"--- {p.name}\n{p.tail()}" for p in procs)
-                    raise DeploymentError(
-                        f"{what} not ready at {url} after {self.ready_timeout} s ({last})\n{tails}"
-                    )
-                time.sleep(0.1)
+        while True:
+            for proc in procs:
+                if not proc.running:
+                    raise DeploymentError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+            status, last = http_get(url)
+            if status == 200:
+                return
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"--- {p.name}\n{p.tail()}" for p in procs)
+                raise DeploymentError(
+                    f"{what} not ready at {url} after {self.ready_timeout} s ({last})\n{tails}"
+                )
+            time.sleep(0.1)
 
 
 def run_until_interrupted(deployment: LocalDeployment) -> int:

