@@ -19,6 +19,7 @@ from mlservice.errors import install_error_handlers
 from mlservice.faces.router import router as faces_router
 from mlservice.health import router as health_router
 from mlservice.jobs.dispatch import JobPublisher
+from mlservice.jobs.events import JobEvents
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.router import router as jobs_router
 from mlservice.jobs.workers import JobWorkers
@@ -47,6 +48,7 @@ class Components:
     storage: Storage
     queue: JobQueue
     publisher: JobPublisher
+    events: JobEvents
     predictors: dict[str, type[Predictor]]
     pool: PredictorPool
     workers: JobWorkers | None
@@ -73,6 +75,7 @@ def build_components(
         else LocalStorage(settings.resolved_storage_dir)
     )
     publisher = JobPublisher(db, queue)
+    events = JobEvents(db)
     workers = None
     if settings.workers > 0:
         executor = JobExecutor(
@@ -95,13 +98,14 @@ def build_components(
             sweep_interval_s=settings.sweep_interval_seconds,
             relay_after_s=settings.relay_after_seconds,
         )
-    return Components(settings, db, storage, queue, publisher, predictors, pool, workers)
+    return Components(settings, db, storage, queue, publisher, events, predictors, pool, workers)
 
 
 async def connect_queue(components: Components) -> None:
     if isinstance(components.queue, RabbitMQQueue):
         await components.queue.connect(components.predictors)
     await components.publisher.start()
+    await components.events.start()
 
 
 async def close_components(components: Components) -> None:
@@ -109,6 +113,7 @@ async def close_components(components: Components) -> None:
     if components.workers is not None:
         await components.workers.stop()
     await components.publisher.stop()
+    await components.events.stop()
     await components.queue.close()
     await components.db.dispose()
 

@@ -316,3 +316,19 @@ async def test_sigterm_lets_the_running_job_finish(
         done = [await wait_for_job(service.client, headers, job_id) for job_id in waiting]
         assert [(j["status"], j["attempts"]) for j in done] == [("succeeded", 1)] * 3
         assert await assert_books_balance(service, [running, *waiting]) == {"succeeded": 4}
+
+
+async def test_wait_is_woken_across_processes(
+    service_factory: Any, worker_env: dict[str, str], spawn_worker: Spawn
+) -> None:
+    async with api(service_factory, worker_env) as service:
+        headers = await service.user()
+        events = service.app.state.components.events
+        await asyncio.wait_for(events.listening.wait(), 10)
+        await spawn_worker("test-echo")
+        job_id = await submit_echo(service, headers, "over there", sleep_ms=300)
+        started = asyncio.get_running_loop().time()
+        r = await service.client.get(f"/api/jobs/{job_id}", params={"wait": 40}, headers=headers)
+        assert r.json()["status"] == "succeeded"
+        # The worker process's commit reached this API through PostgreSQL's NOTIFY, long before 40 s.
+        assert asyncio.get_running_loop().time() - started < 15

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.db import Database, after_rollback
 from mlservice.jobs.dispatch import JobPublisher
+from mlservice.jobs.events import announce_finished
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.predictors.base import InvalidInput, PredictInput, Predictor, PredictOutput
 from mlservice.predictors.pool import PredictorPool
@@ -331,6 +332,7 @@ async def record_outcome(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         log.warning("job %s attempt %s lost its claim; result dropped", job_id, attempt)
         return False
+    await announce_finished(session, job_id)
     if prediction is None:
         await wallet.release_hold(session, job_id)
         return True

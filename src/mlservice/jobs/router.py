@@ -91,9 +91,26 @@ async def list_jobs(
     )
 
 
+MAX_WAIT_S = 60.0
+
+
 @router.get("/{job_id}", response_model=JobRead)
-async def get_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> JobRead:
-    return service.job_read(await service.get_owned_job(session, user.id, job_id))
+async def get_job(
+    job_id: uuid.UUID,
+    user: CurrentUser,
+    components: ComponentsDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Seconds to wait for the job to finish before answering (long polling); 0: at once",
+        ),
+    ] = 0,
+) -> JobRead:
+    """The job with its result; with ``wait``, answered as soon as it finishes (or when the wait ends)."""
+    job = await service.wait_for_job(components.db, components.events, user.id, job_id, wait)
+    return service.job_read(job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)

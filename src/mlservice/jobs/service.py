@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -14,10 +15,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.catalog.service import get_runnable_model
-from mlservice.db import after_rollback
+from mlservice.db import Database, after_rollback
 from mlservice.idempotency import service as idempotency
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.errors import JobNotCancelable, JobNotFound, MissingInput, ModelUnavailable
+from mlservice.jobs.events import JobEvents, announce_finished
 from mlservice.jobs.executor import artifact_key
 from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
 from mlservice.jobs.tables import Job, JobStatus
@@ -255,5 +257,34 @@ async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -
             f"Only queued jobs can be canceled; this one is {job.status}.", status=job.status
         )
     await wallet.release_hold(session, job.id)
+    await announce_finished(session, job.id)
     await session.refresh(job)
     return job
+
+
+async def read_job(db: Database, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    async with db.session() as session:
+        return await get_owned_job(session, user_id, job_id)
+
+
+async def wait_for_job(
+    db: Database, events: JobEvents, user_id: uuid.UUID, job_id: uuid.UUID, timeout_s: float
+) -> Job:
+    """The job once it is finished, or as it is after ``timeout_s``; no connection is held meanwhile."""
+    job = await read_job(db, user_id, job_id)
+    if JobStatus(job.status).finished or timeout_s <= 0:
+        return job
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    with events.waiter(job_id) as woken:
+        while True:
+            # Registered first, read second: a finish in between is not missed.
+            job = await read_job(db, user_id, job_id)
+            remaining = deadline - loop.time()
+            if JobStatus(job.status).finished or remaining <= 0:
+                return job
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                return await read_job(db, user_id, job_id)
+            woken.clear()
