@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import pytest
 
 from mlservice.queue.rabbitmq import DEAD_LETTER_QUEUE, RabbitMQQueue
 from tests.conftest import wait_for_job
@@ -105,3 +106,15 @@ async def test_jobs_run_on_a_separate_worker_process(
         wallet = (await service.client.get("/api/wallet", headers=headers)).json()
         assert wallet == {"balance": 100 - 6 * 5, "held": 0, "available": 70}
         assert all(j["output"]["predictions"][0]["class_id"] in range(281, 286) for j in jobs)
+
+
+async def test_a_process_starts_while_the_broker_is_unreachable() -> None:
+    queue = RabbitMQQueue("amqp://guest:guest@127.0.0.1:9/")  # nothing listens on the discard port
+    try:
+        await queue.connect(["m"])  # does not raise: it keeps trying in the background
+        await queue.consume("m", prefetch=1)
+        assert not queue.connected
+        with pytest.raises(ConnectionError):
+            await queue.publish("m", uuid.uuid4())
+    finally:
+        await queue.close()

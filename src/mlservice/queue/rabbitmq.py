@@ -97,8 +97,17 @@ class RabbitMQQueue:
         return self._connection is not None and not self._connection.is_closed and not self._lost.is_set()
 
     async def connect(self, model_slugs: Iterable[str]) -> None:
+        """Connect now if the broker answers, else keep trying in the background.
+
+        A process started while the broker is down still comes up: publishes fail until it is
+        back (the relay republishes those jobs) and consumers start once it is reachable.
+        """
         self._slugs = list(model_slugs)
-        await self._open()
+        try:
+            await self._open()
+        except Exception as exc:
+            log.warning("RabbitMQ not reachable at start (%s); will keep trying", exc)
+            self._lost.set()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitmq-supervisor")
 
     async def _open(self) -> None:
@@ -204,12 +213,12 @@ class RabbitMQQueue:
         await self._exchange.publish(message, routing_key=model_slug, mandatory=True)
 
     async def consume(self, model_slug: str, prefetch: int) -> None:
-        """Start receiving a model's jobs; at most ``prefetch`` unacknowledged at a time."""
-        if self._connection is None:
-            raise RuntimeError("RabbitMQQueue.connect() was not called")
+        """Receive a model's jobs, at most ``prefetch`` unacknowledged at a time (from now on if
+        connected, else from the next successful connection)."""
         self._buffers.setdefault(model_slug, asyncio.Queue())
-        self._consumers[model_slug] = await self._start_consumer(self._connection, model_slug, prefetch)
         self._prefetch[model_slug] = prefetch
+        if self.connected and self._connection is not None:
+            self._consumers[model_slug] = await self._start_consumer(self._connection, model_slug, prefetch)
 
     async def _start_consumer(self, connection: AbstractConnection, slug: str, prefetch: int) -> _Consumer:
         channel = await connection.channel()
