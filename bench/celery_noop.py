@@ -1,7 +1,7 @@
 """The Celery baseline of bench/scale.py: a no-op task's round trip over the same RabbitMQ.
 
     BENCH_CELERY_BROKER=amqp://guest:guest@127.0.0.1:5672/VHOST \\
-        .venv/bin/celery -A bench.celery_noop worker --pool=solo --without-gossip --without-mingle
+        .venv/bin/celery -A bench.celery_noop worker --pool=solo --prefetch-multiplier=32
 
 Results come back through the ``rpc://`` backend (a reply queue per client). With
 ``BENCH_CELERY_DURABLE=1`` the task queue is a quorum queue, publishes wait for the broker's

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 TERMINAL = (b'"status":"succeeded"', b'"status":"failed"', b'"status":"canceled"')
+LONG_POLL_S = 20
 PASSWORD = "scale-bench-2026"  # noqa: S105 (throwaway accounts in throwaway databases)
 
 
@@ -279,7 +280,8 @@ async def run_clients(
 def job_step(
     submit_body: bytes, content_type: bytes, auths: Sequence[bytes], poll_s: float, *, keep_job: bool = True
 ) -> Step:
-    """A client of the jobs API: submit, poll GET /api/jobs/{id} every ``poll_s`` until terminal.
+    """A client of the jobs API: submit, poll GET /api/jobs/{id} every ``poll_s`` until terminal
+    (``poll_s`` 0: long polling, GET /api/jobs/{id}?wait=LONG_POLL_S, answered when the job ends).
 
     Client ``i`` uses the account whose Authorization header line is ``auths[i]``.
     """
@@ -294,9 +296,11 @@ def job_step(
             raise HTTPError(f"submit: {status} {data[:300]!r}")
         job_id = json.loads(data)["id"]
         polls = 0
+        path = f"/api/jobs/{job_id}" if poll_s > 0 else f"/api/jobs/{job_id}?wait={LONG_POLL_S}"
         while True:
-            await asyncio.sleep(poll_s)
-            status, data = await conn.request("GET", f"/api/jobs/{job_id}", auth, retry=True)
+            if poll_s > 0:
+                await asyncio.sleep(poll_s)
+            status, data = await conn.request("GET", path, auth, retry=True)
             polls += 1
             if status != 200:
                 raise HTTPError(f"poll: {status} {data[:300]!r}")
