@@ -23,6 +23,7 @@ from mlservice.jobs.events import JobEvents
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.router import router as jobs_router
 from mlservice.jobs.workers import JobWorkers
+from mlservice.predictors import runtime
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.pool import PredictorPool
 from mlservice.predictors.registry import discover_predictors
@@ -58,6 +59,9 @@ def build_components(
     settings: Settings, predictors: Mapping[str, type[Predictor]] | None = None
 ) -> Components:
     db = Database(settings.resolved_database_url, echo=settings.database_echo)
+    runtime.configure(
+        intra_op_num_threads=settings.inference_threads or None, allow_spinning=settings.inference_spinning
+    )
     predictors = dict(predictors) if predictors is not None else discover_predictors()
     pool = PredictorPool(
         predictors,

@@ -47,9 +47,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
 
-    # In-process workers of the embedded default.
-    workers: int = Field(default=1, ge=0)
-    inference_threads: int = Field(default=0, ge=0)  # 0: let onnxruntime decide
+    # Consumers per model in this process (0: an API process that runs no jobs). With two, one
+    # batch's claim and commit overlap the other's model run; model runs themselves never overlap.
+    workers: int = Field(default=2, ge=0)
+    # onnxruntime threads per model run (0: one per physical core). Several workers on one machine
+    # should split the cores between them, e.g. 1 each for 2 workers on 2 cores.
+    inference_threads: int = Field(default=0, ge=0)
+    # Let onnxruntime's threads spin between runs (only worth it on cores nothing else uses).
+    inference_spinning: bool = False
     preload_models: bool = False
     # Where the movie recommender searches its embeddings: "auto" uses pgvector when the PostgreSQL
     # server has the extension, otherwise exact search in memory ("numpy"); "pgvector" requires it.

@@ -145,8 +145,10 @@ async def submit(
 
     async def create() -> tuple[int, dict[str, Any]]:
         account = await wallet.lock_wallet(session, user_id)
+        job_id = uuid.uuid4()
         job = Job(
-            id=uuid.uuid4(),
+            id=job_id,
+            input_file=input_key(job_id) if submission.data is not None else None,
             user_id=user_id,
             model_slug=model.slug,
             status=JobStatus.queued,
@@ -159,12 +161,10 @@ async def submit(
         session.add(job)
         await session.flush()
         await wallet.place_hold(session, account, job.id, model.price)
-        if submission.data is not None:
-            key = input_key(job.id)
-            job.input_file = key
+        if job.input_file is not None and submission.data is not None:
+            key = job.input_file
             await storage.put(key, submission.data, session=session)
             after_rollback(session, lambda: storage.delete(key))
-        await session.flush()
 
         publisher.publish_after_commit(session, model.slug, job.id)
         return 201, job_read(job).model_dump(mode="json")
