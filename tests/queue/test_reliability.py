@@ -223,8 +223,10 @@ async def test_workers_killed_mid_job_lose_nothing_and_capture_once(
         assert await assert_books_balance(service, ids) == statuses
 
 
+# The worker process needs about 1-2 s to start: the broker stops while it starts, or once it runs.
+@pytest.mark.parametrize("stop_after_s", [0.5, 2.5])
 async def test_broker_restart_while_jobs_are_submitted_loses_no_job(
-    service_factory: Any, worker_env: dict[str, str], spawn_worker: Spawn
+    service_factory: Any, worker_env: dict[str, str], spawn_worker: Spawn, stop_after_s: float
 ) -> None:
     fast_relay = {"sweep_interval_seconds": "0.5", "relay_after_seconds": "1"}
     async with api(service_factory, worker_env) as service:
@@ -239,7 +241,7 @@ async def test_broker_restart_while_jobs_are_submitted_loses_no_job(
                 await asyncio.sleep(0.05)
 
         submitting = asyncio.create_task(keep_submitting())
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(stop_after_s)
         await asyncio.to_thread(rabbitmqctl, "stop_app")
         try:
             await asyncio.sleep(2)

@@ -35,6 +35,7 @@ DEAD_LETTER_EXCHANGE = "mlservice.jobs.dead"
 DEAD_LETTER_QUEUE = "mlservice.jobs.dead"
 
 CONNECT_TIMEOUT_S = 10.0
+OPEN_TIMEOUT_S = 20.0  # connect, declare the topology, start the consumers
 CHANNEL_CHECK_INTERVAL_S = 2.0
 MAX_RECONNECT_DELAY_S = 5.0
 
@@ -104,7 +105,7 @@ class RabbitMQQueue:
         """
         self._slugs = list(model_slugs)
         try:
-            await self._open()
+            await asyncio.wait_for(self._open(), OPEN_TIMEOUT_S)
         except Exception as exc:
             log.warning("RabbitMQ not reachable at start (%s); will keep trying", exc)
             self._lost.set()
@@ -153,9 +154,11 @@ class RabbitMQQueue:
             delay = 0.5
             while not self._closing:
                 try:
-                    await self._open()
+                    # Bounded: a broker that is still starting can accept the connection and then
+                    # leave a declaration unanswered.
+                    await asyncio.wait_for(self._open(), OPEN_TIMEOUT_S)
                 except Exception as exc:
-                    log.warning("RabbitMQ not reachable (%s); retrying in %.1f s", exc, delay)
+                    log.warning("RabbitMQ not reachable (%r); retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
                     continue
@@ -218,7 +221,14 @@ class RabbitMQQueue:
         self._buffers.setdefault(model_slug, asyncio.Queue())
         self._prefetch[model_slug] = prefetch
         if self.connected and self._connection is not None:
-            self._consumers[model_slug] = await self._start_consumer(self._connection, model_slug, prefetch)
+            try:
+                self._consumers[model_slug] = await asyncio.wait_for(
+                    self._start_consumer(self._connection, model_slug, prefetch), OPEN_TIMEOUT_S
+                )
+            except Exception as exc:
+                # The connection broke under us: the supervisor reconnects and starts it then.
+                log.warning("could not start consuming %s (%r); will after reconnecting", model_slug, exc)
+                self._lost.set()
 
     async def _start_consumer(self, connection: AbstractConnection, slug: str, prefetch: int) -> _Consumer:
         channel = await connection.channel()
