@@ -41,7 +41,6 @@ async def read_upload(upload: UploadFile | None, max_bytes: int) -> bytes | None
 )
 async def submit_job(
     user: CurrentUser,
-    session: WriteSessionDep,
     components: ComponentsDep,
     model: Annotated[str, Form(description="Catalog slug of the model to run")],
     file: Annotated[UploadFile | None, File(description="Input file for image/file models")] = None,
@@ -53,23 +52,29 @@ async def submit_job(
 ) -> JSONResponse:
     """Submit a job: the model's price is held now and charged only if the job succeeds."""
     settings = components.settings
-    data = await read_upload(file, settings.max_upload_bytes)
-    outcome = await service.submit(
-        session,
-        user_id=user.id,
-        submission=service.Submission(
-            model_slug=model,
-            raw_params=params,
-            data=data,
-            filename=file.filename if file else None,
-            text=text,
-        ),
-        idempotency_key=idempotency_key,
-        predictors=components.predictors,
-        limits=InputLimits(settings.max_upload_bytes, settings.max_image_pixels),
-        storage=components.storage,
-        publisher=components.publisher,
+    limits = InputLimits(settings.max_upload_bytes, settings.max_image_pixels)
+    submission = service.Submission(
+        model_slug=model,
+        raw_params=params,
+        data=await read_upload(file, settings.max_upload_bytes),
+        filename=file.filename if file else None,
+        text=text,
     )
+    # Upload read and input decoded first; only then the (short) write transaction.
+    validated = await service.validate(components.db, submission, components.predictors, limits)
+    async with components.db.session(write=True) as session:
+        outcome = await service.submit(
+            session,
+            user_id=user.id,
+            submission=submission,
+            idempotency_key=idempotency_key,
+            predictors=components.predictors,
+            limits=limits,
+            storage=components.storage,
+            publisher=components.publisher,
+            validated=validated,
+        )
+    # Committed above, before the response goes out.
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
 
 

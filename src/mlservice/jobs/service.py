@@ -114,6 +114,29 @@ async def _validate(
     return params, meta, text
 
 
+@dataclass(frozen=True)
+class Validated:
+    params: dict[str, Any]
+    meta: dict[str, Any]
+    text: str | None
+
+
+async def validate(
+    db: Database, submission: Submission, predictors: Mapping[str, type[Predictor]], limits: InputLimits
+) -> Validated:
+    """Check the request (model runnable, parameters, input decoded) before any write transaction.
+
+    On SQLite there is one writer: decoding an upload while holding it would make every other
+    submit and every worker's claim and commit wait behind the decode.
+    """
+    async with db.session() as session:
+        model = await get_runnable_model(session, submission.model_slug)
+    cls = predictors.get(model.slug)
+    if cls is None:
+        raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
+    return Validated(*await _validate(submission, cls, limits))
+
+
 async def submit(
     session: AsyncSession,
     *,
@@ -124,6 +147,7 @@ async def submit(
     limits: InputLimits,
     storage: Storage,
     publisher: JobPublisher,
+    validated: Validated | None = None,
 ) -> idempotency.Outcome:
     """Validate, hold the price and queue the job, all in the caller's unit of work.
 
@@ -134,7 +158,9 @@ async def submit(
     cls = predictors.get(model.slug)
     if cls is None:
         raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
-    params, meta, text = await _validate(submission, cls, limits)
+    if validated is None:
+        validated = Validated(*await _validate(submission, cls, limits))
+    params, meta, text = validated.params, validated.meta, validated.text
 
     fingerprint = idempotency.request_fingerprint(
         model=model.slug,
