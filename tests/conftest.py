@@ -7,9 +7,10 @@ import asyncio
 import io
 import os
 import secrets
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ BACKENDS = [
     b.strip() for b in os.environ.get("MLSERVICE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
 ]
 PG_SERVER = os.environ.get("MLSERVICE_TEST_PG", "postgres@127.0.0.1:5432")
+BROKER = os.environ.get("MLSERVICE_TEST_AMQP", "guest:guest@127.0.0.1:5672")
 PASSWORD = "correct horse 42"
 
 
@@ -64,22 +66,45 @@ async def database_url(
         await asyncio.to_thread(upgrade, url)
         yield url
         return
-    name = f"mlservice_test_{os.getpid()}_{secrets.token_hex(4)}"
+    async with scratch_pg_database("mlservice_test") as name:
+        url = f"postgresql+asyncpg://{PG_SERVER}/{name}"
+        await asyncio.to_thread(upgrade, url)
+        yield url
+
+
+@asynccontextmanager
+async def scratch_pg_database(prefix: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database of this run's own, dropped afterwards; yields its name."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres")
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = f"postgresql+asyncpg://{PG_SERVER}/{name}"
     try:
-        await asyncio.to_thread(upgrade, url)
-        yield url
+        yield name
     finally:
         admin = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres")
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextmanager
+def scratch_vhost(prefix: str) -> Iterator[str]:
+    """A RabbitMQ vhost of this run's own (guest may use it), deleted afterwards; yields its name."""
+    vhost = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield vhost
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture

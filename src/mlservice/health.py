@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from mlservice import __version__
 from mlservice.deps import ComponentsDep
+
+if TYPE_CHECKING:
+    from mlservice.app import Components
 
 router = APIRouter(tags=["health"])
 
@@ -16,9 +21,8 @@ async def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready")
-async def ready(components: ComponentsDep) -> JSONResponse:
-    """Readiness: the database answers and the broker (if any) is connected."""
+async def dependency_checks(components: Components) -> dict[str, str]:
+    """ "ok" or the error, for the database and (when there is one) the broker."""
     checks: dict[str, str] = {}
     try:
         async with components.db.engine.connect() as conn:
@@ -28,5 +32,12 @@ async def ready(components: ComponentsDep) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     if components.queue.durable:
         checks["broker"] = "ok" if components.queue.connected else "error: not connected"
+    return checks
+
+
+@router.get("/ready")
+async def ready(components: ComponentsDep) -> JSONResponse:
+    """Readiness: the database answers and the broker (if any) is connected."""
+    checks = await dependency_checks(components)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)

@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import text
-
 from mlservice import __version__
 from mlservice.app import Components, build_components, close_components, connect_queue
+from mlservice.health import dependency_checks
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.registry import discover_predictors
 from mlservice.settings import Settings
@@ -62,14 +61,7 @@ async def run_worker(
 
 async def readiness(components: Components) -> tuple[bool, dict[str, Any]]:
     """Database reachable, broker connected, and (when preloading) every model loaded."""
-    checks: dict[str, str] = {}
-    try:
-        async with components.db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    checks["broker"] = "ok" if components.queue.connected else "error: not connected"
+    checks = await dependency_checks(components)
     pool = components.pool
     models = {slug: "loaded" if pool.is_loaded(slug) else "not loaded" for slug in pool.classes}
     ok = all(value == "ok" for value in checks.values())

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
-import os
 import re
-import secrets
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,9 +18,8 @@ import httpx
 import pytest
 
 from mlservice.deploy_local import DEFAULT_NGINX_TEMPLATE, LocalDeployment, render_nginx_conf
-from tests.conftest import BACKENDS, PASSWORD, PG_SERVER
+from tests.conftest import BACKENDS, BROKER, PASSWORD, PG_SERVER, scratch_pg_database, scratch_vhost
 
-BROKER = os.environ.get("MLSERVICE_TEST_AMQP", "guest:guest@127.0.0.1:5672")
 MODEL = "image-classification"
 PRICE = 5  # the classifier's default price
 USERS = 20
@@ -37,38 +33,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture
 async def pg_database() -> AsyncIterator[str]:
     """A fresh database, migrated by the deployment itself, dropped afterwards."""
-    name = f"mlservice_deploy_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
+    async with scratch_pg_database("mlservice_deploy") as name:
         yield name
-    finally:
-        admin = await asyncpg.connect(f"postgresql://{PG_SERVER}/postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @pytest.fixture
 def amqp_vhost() -> Iterator[str]:
-    vhost = f"mlservice_deploy_{os.getpid()}_{secrets.token_hex(4)}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
+    with scratch_vhost("mlservice_deploy") as vhost:
         yield vhost
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture

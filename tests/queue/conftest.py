@@ -4,29 +4,18 @@ processes that share the test's database, broker and storage."""
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-BROKER = os.environ.get("MLSERVICE_TEST_AMQP", "guest:guest@127.0.0.1:5672")
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+from tests.conftest import BROKER, scratch_vhost
 
 
 @pytest.fixture
 def broker_url() -> Iterator[str]:
-    vhost = f"mlservice_test_{os.getpid()}_{secrets.token_hex(4)}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
+    with scratch_vhost("mlservice_test") as vhost:
         yield f"amqp://{BROKER}/{vhost}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture

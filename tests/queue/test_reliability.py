@@ -22,9 +22,8 @@ from sqlalchemy import func, select
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.queue.rabbitmq import DEAD_LETTER_QUEUE
 from mlservice.wallet.tables import LedgerEntry, Wallet
-from tests.conftest import Service, wait_for_job
+from tests.conftest import Service, rabbitmqctl, wait_for_job
 from tests.fixtures.predictors import EchoText
-from tests.queue.conftest import rabbitmqctl
 
 
 @pytest.fixture(autouse=True)
