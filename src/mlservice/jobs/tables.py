@@ -55,3 +55,5 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When a durable broker confirmed the job's message (NULL: not yet, so the relay republishes it).
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The id of the HTTP request that submitted the job: logs of its execution carry it too.
+    request_id: Mapped[str | None] = mapped_column(String(64))
