@@ -65,7 +65,12 @@ async def bench_jobs(cache: Path, image: bytes, count: int) -> None:
         url = f"sqlite+aiosqlite:///{var / 'bench.db'}"
         await asyncio.to_thread(upgrade, url)
         settings = Settings(
-            _env_file=None, var_dir=var, database_url=url, model_cache_dir=cache, preload_models=True
+            _env_file=None,
+            var_dir=var,
+            database_url=url,
+            model_cache_dir=cache,
+            preload_models=True,
+            rate_limits_enabled=False,  # one user submits --jobs jobs as fast as it can
         )  # type: ignore[call-arg]
         app = create_app(settings)
         async with app.router.lifespan_context(app):

@@ -166,6 +166,8 @@ async def wait_http(url: str, child: Child | None, path: str = "/ready", limit_s
 def mlservice_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVICE_")}
     env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "OPENBLAS_NUM_THREADS": "1"})
+    # A load generator is many requests from one address by design.
+    env["MLSERVICE_RATE_LIMITS_ENABLED"] = "false"
     env.update(values)
     return env
 
@@ -622,6 +624,8 @@ async def deployment(
                 extra_env={
                     "MLSERVICE_BATCHING": str(batching).lower(),
                     "MLSERVICE_PRELOAD_MODELS": "true",
+                    # A load generator is many requests from one address by design.
+                    "MLSERVICE_RATE_LIMITS_ENABLED": "false",
                     **(extra_env or {}),
                 },
                 model_cache_dir=cache,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI
 
@@ -23,6 +23,10 @@ from mlservice.jobs.events import JobEvents
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.router import router as jobs_router
 from mlservice.jobs.workers import JobWorkers
+from mlservice.observability.http import RequestObservability
+from mlservice.observability.http import router as metrics_router
+from mlservice.observability.jobs import JobTelemetry
+from mlservice.observability.metrics import ServiceMetrics
 from mlservice.predictors import runtime
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.pool import PredictorPool
@@ -31,6 +35,8 @@ from mlservice.predictors.vector_index import VectorIndexFactory
 from mlservice.queue.base import JobQueue
 from mlservice.queue.memory import InProcessQueue
 from mlservice.queue.rabbitmq import RabbitMQQueue
+from mlservice.security.install import install_proxy_headers, install_security
+from mlservice.security.ratelimit import RateLimiter
 from mlservice.settings import Settings
 from mlservice.storage.base import Storage
 from mlservice.storage.database import DatabaseStorage
@@ -53,11 +59,15 @@ class Components:
     predictors: dict[str, type[Predictor]]
     pool: PredictorPool
     workers: JobWorkers | None
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
 
 
 def build_components(
-    settings: Settings, predictors: Mapping[str, type[Predictor]] | None = None
+    settings: Settings,
+    predictors: Mapping[str, type[Predictor]] | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> Components:
+    metrics = metrics if metrics is not None else ServiceMetrics()
     db = Database(settings.resolved_database_url, echo=settings.database_echo)
     runtime.configure(
         intra_op_num_threads=settings.inference_threads or None, allow_spinning=settings.inference_spinning
@@ -88,6 +98,7 @@ def build_components(
             pool,
             lease_seconds=settings.job_lease_seconds,
             max_attempts=settings.job_max_attempts,
+            telemetry=JobTelemetry(metrics, pool.classes),
         )
         workers = JobWorkers(
             db,
@@ -102,7 +113,7 @@ def build_components(
             sweep_interval_s=settings.sweep_interval_seconds,
             relay_after_s=settings.relay_after_seconds,
         )
-    return Components(settings, db, storage, queue, publisher, events, predictors, pool, workers)
+    return Components(settings, db, storage, queue, publisher, events, predictors, pool, workers, metrics)
 
 
 async def connect_queue(components: Components) -> None:
@@ -129,20 +140,23 @@ def create_app(
     settings = settings or Settings()
     settings.jwt_secret_value()  # fail fast on a bad secret, and create it before the first request
     configure_auth(cookie_secure=settings.cookie_secure, lifetime_seconds=settings.jwt_lifetime_seconds)
+    metrics = ServiceMetrics()  # this app's own registry: apps never share series
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        components = build_components(settings, predictors)
+        components = build_components(settings, predictors, metrics)
         app.state.components = components
         await connect_queue(components)
         async with components.db.session(write=True) as session:
             await sync_catalog(session, components.predictors)
         if components.workers is not None:
             await components.workers.start()
+        app.state.rate_limiter = RateLimiter.from_settings(settings)
         try:
             yield
         finally:
             await close_components(components)
+            await app.state.rate_limiter.close()
 
     app = FastAPI(
         title="mlservice",
@@ -151,6 +165,9 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_security(app, settings)
+    app.add_middleware(RequestObservability, metrics=metrics)
+    install_proxy_headers(app, settings)  # outermost
     api = APIRouter(prefix="/api")
     api.include_router(users_router)
     api.include_router(wallet_router)
@@ -160,4 +177,6 @@ def create_app(
     api.include_router(admin_router)
     app.include_router(api)
     app.include_router(health_router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
     return app

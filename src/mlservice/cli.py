@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import os
 import sys
 
+from mlservice.observability.logs import configure_logging
 from mlservice.settings import Settings
 
 
@@ -22,7 +22,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level,
-        proxy_headers=True,
+        # Logging is configured already (cli.main); the API writes its own `http.request` events.
+        log_config=None,
+        access_log=False,
+        # The app believes X-Forwarded-* itself, from MLSERVICE_FORWARDED_ALLOW_IPS only.
+        proxy_headers=False,
     )
     return 0
 
@@ -173,7 +177,5 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     sys.exit(args.handler(settings, args))

@@ -49,6 +49,15 @@ def after_commit(session: AsyncSession, callback: Callback) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
+def before_commit(session: AsyncSession, key: str, callback: Callback) -> None:
+    """Run ``callback`` inside the unit of work, right before it commits; once per ``key``.
+
+    For work that is cheaper done once per transaction than once per change (one notification
+    for every job a batch finished, say).
+    """
+    session.info.setdefault("before_commit", {}).setdefault(key, callback)
+
+
 def after_rollback(session: AsyncSession, callback: Callback) -> None:
     """Run ``callback`` if the unit of work rolls back (e.g. delete a file written for it)."""
     session.info.setdefault("after_rollback", []).append(callback)
@@ -102,6 +111,9 @@ class Database:
                 session.info["database"] = self
                 try:
                     yield session
+                    pending = session.info.pop("before_commit", {})
+                    for callback in pending.values():
+                        await callback()
                     await session.commit()
                 except BaseException:
                     await session.rollback()

@@ -22,29 +22,35 @@ def get_settings(request: Request) -> Settings:
     return get_components(request).settings
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+# fastapi-users resolves its user database with request-scoped dependencies, so the session it
+# reads the current user with is request-scoped too. It only reads (login may rehash a password).
+async def get_auth_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with get_components(request).db.session() as session:
         yield session
 
 
-async def get_write_session(request: Request) -> AsyncIterator[AsyncSession]:
+AuthSessionDep = Annotated[AsyncSession, Depends(get_auth_session)]
+
+
+async def get_session(session: AuthSessionDep) -> AsyncSession:
+    """The request's read session: the one that authenticated the user, so a read request costs one
+    connection checkout and one transaction however many dependencies read."""
+    return session
+
+
+async def get_write_session(request: Request, auth_session: AuthSessionDep) -> AsyncIterator[AsyncSession]:
+    # Hand the read connection back first: the request may now wait for the SQLite writer, and a
+    # queue of waiters each holding a pooled connection would starve the one that holds it.
+    await auth_session.close()
     async with get_components(request).db.session(write=True) as session:
         yield session
 
 
 # scope="function": the unit of work commits before the response is sent, so a client never
 # sees a success whose commit then failed.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
 WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="function")]
 
 
-async def get_auth_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_components(request).db.session() as session:
-        yield session
-
-
-# fastapi-users resolves its user database with request-scoped dependencies, so the session it
-# reads the current user with is request-scoped too. It only reads (login may rehash a password).
-AuthSessionDep = Annotated[AsyncSession, Depends(get_auth_session)]
 ComponentsDep = Annotated["Components", Depends(get_components)]
 SettingsDep = Annotated["Settings", Depends(get_settings)]

@@ -15,6 +15,7 @@ from mlservice.predictors.base import InvalidInput
 class AppError(Exception):
     status_code: int = 400
     code: str = "bad_request"
+    headers: dict[str, str] | None = None  # e.g. Retry-After on a 429
 
     def __init__(
         self, message: str, *, code: str | None = None, status_code: int | None = None, **details: Any
@@ -90,7 +91,9 @@ def _http_exception(exc: StarletteHTTPException) -> tuple[str, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, **exc.details), status_code=exc.status_code)
+        return JSONResponse(
+            error_body(exc.code, exc.message, **exc.details), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -35,9 +35,33 @@ async def dependency_checks(components: Components) -> dict[str, str]:
     return checks
 
 
+async def readiness(components: Components) -> tuple[bool, dict[str, Any]]:
+    """Database reachable, broker connected, and (when preloading) every model this process runs
+    loaded; the state of each of those models (none for an API process that runs no jobs)."""
+    checks = await dependency_checks(components)
+    pool = components.pool
+    workers = components.workers
+    models = (
+        {slug: "loaded" if pool.is_loaded(slug) else "not loaded" for slug in pool.classes}
+        if workers is not None
+        else {}
+    )
+    ok = all(value == "ok" for value in checks.values())
+    if components.settings.preload_models:
+        ok = ok and all(state == "loaded" for state in models.values())
+    running = len(workers.executor.running) if workers is not None else 0
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "checks": checks,
+        "models": models,
+        "running_jobs": running,
+    }
+    return ok, body
+
+
 @router.get("/ready")
 async def ready(components: ComponentsDep) -> JSONResponse:
-    """Readiness: the database answers and the broker (if any) is connected."""
-    checks = await dependency_checks(components)
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+    """Readiness: the database answers, the broker (if any) is connected and, when this process
+    runs jobs with preloading, its models are loaded."""
+    ok, body = await readiness(components)
+    return JSONResponse(body, 200 if ok else 503)

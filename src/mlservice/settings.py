@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 from functools import cached_property
+from ipaddress import ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mlservice.security.rates import Rate, parse_rate
 
 
 class Settings(BaseSettings):
@@ -38,8 +41,12 @@ class Settings(BaseSettings):
 
     # Never a hard-coded default: generated once and kept in <var_dir>/jwt-secret when unset.
     jwt_secret: SecretStr | None = None
-    jwt_lifetime_seconds: int = 3600 * 24
+    # Every token expires (tokens without `exp` are refused): a lifetime is required.
+    jwt_lifetime_seconds: int = Field(default=3600 * 24, gt=0)
     cookie_secure: bool = False
+    # A second factor for destructive admin operations (deleting request history), sent in the
+    # X-Admin-Token header by an admin. Unset: those operations are refused.
+    admin_token: SecretStr | None = None
 
     signup_bonus: int = Field(default=100, ge=0)
     max_refill_amount: int = Field(default=100_000, gt=0)
@@ -73,12 +80,79 @@ class Settings(BaseSettings):
     relay_after_seconds: float = Field(default=10.0, gt=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "console": readable lines (`make run`); "json": one JSON object per line for a log collector.
+    log_format: Literal["console", "json"] = "console"
+    # GET /metrics (Prometheus) on the API; `mlservice worker` serves it on its health port.
+    metrics_enabled: bool = True
 
-    @field_validator("jwt_secret", "storage_dir", "model_cache_dir", mode="before")
+    # Rate limits, "N/second|minute|hour|day" or "N/<seconds>s" (e.g. "10/minute"); "off" lifts one.
+    # A 429 with Retry-After answers a request over its limit.
+    rate_limits_enabled: bool = True
+    rate_limit_login: Rate | None = Rate(10, 60)  # per client address and e-mail
+    rate_limit_login_ip: Rate | None = Rate(60, 60)  # per client address, whatever the e-mail
+    rate_limit_register: Rate | None = Rate(5, 60)  # per client address
+    rate_limit_submit: Rate | None = Rate(120, 60)  # job submissions per user
+    # redis://host:6379/0: API processes share their rate limit counters there. Empty: each process
+    # counts on its own. When Redis is down, requests are let through (and a warning logged).
+    redis_url: str = ""
+    rate_limit_key_prefix: str = "mlservice:ratelimit:"
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or networks,
+    # comma-separated; "*" trusts any peer (only where nothing but the proxy can reach the API).
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
+    # Origins allowed to call the API from a browser (https://app.example.com, comma-separated).
+    # Empty: no CORS headers, so only same-origin pages can.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    # Host headers accepted (example.com, *.example.com). "*" accepts any, fine on loopback; a
+    # public deployment should name its hosts.
+    trusted_hosts: Annotated[list[str], NoDecode] = ["*"]
+    # Strict-Transport-Security max-age, sent on requests that came over TLS (0: no HSTS header).
+    hsts_seconds: int = Field(default=365 * 24 * 3600, ge=0)
+
+    @field_validator("jwt_secret", "admin_token", "storage_dir", "model_cache_dir", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `MLSERVICE_JWT_SECRET=` in a .env file means "not set", never "an empty key".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "rate_limit_login", "rate_limit_login_ip", "rate_limit_register", "rate_limit_submit", mode="before"
+    )
+    @classmethod
+    def _parse_rate(cls, value: object) -> object:
+        return parse_rate(value) if isinstance(value, str) else value
+
+    @field_validator("forwarded_allow_ips", "cors_origins", "trusted_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item != "*":
+                ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            scheme, separator, host = origin.partition("://")
+            if scheme not in ("http", "https") or not separator or not host or "/" in host:
+                # "*" included: with credentials allowed, a wildcard would let any site act as the user.
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return [origin.lower() for origin in value]
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if "*" in host[1:] or (host.startswith("*") and host != "*" and not host.startswith("*.")):
+                raise ValueError(f"{host!r}: a wildcard host is written *.example.com")
+        return [host.lower() for host in value]
 
     @cached_property
     def resolved_database_url(self) -> str:

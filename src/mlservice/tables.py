@@ -3,6 +3,7 @@
 from mlservice.catalog.tables import CatalogModel
 from mlservice.db import Base
 from mlservice.faces.tables import FaceEntry
+from mlservice.history.tables import PredictionRequest
 from mlservice.idempotency.tables import IdempotencyKey
 from mlservice.jobs.tables import Job
 from mlservice.storage.database import FileBlob
@@ -19,6 +20,7 @@ __all__ = [
     "IdempotencyKey",
     "Job",
     "LedgerEntry",
+    "PredictionRequest",
     "User",
     "Wallet",
     "metadata",

@@ -12,7 +12,8 @@ from typing import Any
 
 from mlservice import __version__
 from mlservice.app import Components, build_components, close_components, connect_queue
-from mlservice.health import dependency_checks
+from mlservice.health import readiness
+from mlservice.observability.metrics import CONTENT_TYPE
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.registry import discover_predictors
 from mlservice.settings import Settings
@@ -59,27 +60,9 @@ async def run_worker(
         await close_components(components)
 
 
-async def readiness(components: Components) -> tuple[bool, dict[str, Any]]:
-    """Database reachable, broker connected, and (when preloading) every model loaded."""
-    checks = await dependency_checks(components)
-    pool = components.pool
-    models = {slug: "loaded" if pool.is_loaded(slug) else "not loaded" for slug in pool.classes}
-    ok = all(value == "ok" for value in checks.values())
-    if components.settings.preload_models:
-        ok = ok and all(state == "loaded" for state in models.values())
-    workers = components.workers
-    running = len(workers.executor.running) if workers is not None else 0
-    body = {
-        "status": "ok" if ok else "unavailable",
-        "checks": checks,
-        "models": models,
-        "running_jobs": running,
-    }
-    return ok, body
-
-
 async def serve_health(components: Components, host: str, port: int) -> asyncio.Server:
-    """A minimal HTTP/1.1 responder for orchestrators: GET /health (alive) and GET /ready."""
+    """A minimal HTTP/1.1 responder for orchestrators: GET /health (alive) and GET /ready, and
+    GET /metrics for Prometheus (unless metrics are disabled)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -88,8 +71,13 @@ async def serve_health(components: Components, host: str, port: int) -> asyncio.
                 pass  # headers: nothing in them matters here
             parts = request.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
+            content_type, payload = "application/json", b""
+            body: dict[str, Any] | None
             if method not in ("GET", "HEAD"):
                 status, body = 405, {"status": "method not allowed"}
+            elif path == "/metrics" and components.settings.metrics_enabled:
+                status, body = 200, None
+                content_type, payload = CONTENT_TYPE, await components.metrics.scrape(components)
             elif path == "/health":
                 status, body = 200, {"status": "ok", "version": __version__}
             elif path == "/ready":
@@ -97,10 +85,11 @@ async def serve_health(components: Components, host: str, port: int) -> asyncio.
                 status = 200 if ok else 503
             else:
                 status, body = 404, {"status": "not found"}
-            payload = json.dumps(body).encode()
+            if body is not None:
+                payload = json.dumps(body).encode()
             head = (
                 f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
                 "Connection: close\r\n\r\n"
             )
             writer.write(head.encode() + (b"" if method == "HEAD" else payload))
@@ -111,5 +100,5 @@ async def serve_health(components: Components, host: str, port: int) -> asyncio.
             writer.close()
 
     server = await asyncio.start_server(handle, host, port)
-    log.info("worker health on http://%s:%d/health and /ready", host, port)
+    log.info("worker health on http://%s:%d/health, /ready and /metrics", host, port)
     return server

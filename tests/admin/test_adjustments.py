@@ -18,7 +18,9 @@ async def test_admin_adjusts_balance_with_a_ledger_entry(service: Service) -> No
     assert r.json()["entry"]["note"].startswith("refund reversal")
 
     too_much = await service.client.post(path, json={"amount": -71, "note": "x"}, headers=admin)
-    assert too_much.status_code == 402
+    assert too_much.status_code == 409
+    assert too_much.json()["error"]["code"] == "adjustment_exceeds_available"
+    assert too_much.json()["error"]["details"] == {"available": 70}
     assert (
         await service.client.post(path, json={"amount": 0, "note": "x"}, headers=admin)
     ).status_code == 422

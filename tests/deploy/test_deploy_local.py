@@ -64,6 +64,8 @@ async def deployment(
             # A model is loaded on a worker's first batch, which its /ready says: how we know both ran jobs.
             "MLSERVICE_PRELOAD_MODELS": "false",
             "MLSERVICE_SIGNUP_BONUS": str(SIGNUP_BONUS),
+            # All the customers register from one address (loopback, through nginx).
+            "MLSERVICE_RATE_LIMIT_REGISTER": f"{USERS}/minute",
         },
     )
     await asyncio.to_thread(local.start)

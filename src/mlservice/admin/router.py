@@ -1,16 +1,91 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Header, Query
 
-from mlservice.admin.schemas import AdjustmentRequest, AdjustmentResponse
-from mlservice.deps import WriteSessionDep
+from mlservice.admin import service
+from mlservice.admin.schemas import (
+    AccountPage,
+    AccountRead,
+    AccountUpdate,
+    AdjustmentRequest,
+    AdjustmentResponse,
+)
+from mlservice.deps import ComponentsDep, SessionDep, SettingsDep, WriteSessionDep
+from mlservice.history import service as history
+from mlservice.history import statistics
+from mlservice.history.schemas import HistoryDeleted, HistoryPage, Statistics
 from mlservice.users.auth import AdminUser
+from mlservice.users.tables import User
 from mlservice.wallet import service as wallet
 from mlservice.wallet.schemas import EntryRead, WalletRead
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+
+STATISTICS_PERIOD = timedelta(hours=24)
+
+
+async def require_admin_token(
+    admin: AdminUser,
+    settings: SettingsDep,
+    token: Annotated[str | None, Header(alias="X-Admin-Token")] = None,
+) -> User:
+    """An administrator who also holds the server's admin token (destructive operations)."""
+    service.check_admin_token(settings.admin_token, token)
+    return admin
+
+
+AdminWithToken = Annotated[User, Depends(require_admin_token)]
+
+
+def _account(account: service.Account) -> AccountRead:
+    user, balance, held = account.user, 0, 0
+    if account.wallet is not None:
+        balance, held = account.wallet.balance, account.wallet.held
+    return AccountRead(
+        id=user.id,
+        email=user.email,
+        role=user.role,
+        is_superuser=user.is_superuser,
+        is_active=user.is_active,
+        is_verified=user.is_verified,
+        created_at=user.created_at,
+        balance=balance,
+        held=held,
+        available=balance - held,
+    )
+
+
+@router.get("/users", response_model=AccountPage)
+async def list_users(
+    _: AdminUser,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=320, description="Part of the e-mail address")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AccountPage:
+    """Accounts with their balances, oldest first."""
+    page = await service.list_accounts(session, search=q, limit=limit, offset=offset)
+    return AccountPage(items=[_account(a) for a in page.items], total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/users/{user_id}", response_model=AccountRead)
+async def get_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep) -> AccountRead:
+    return _account(await service.get_account(session, user_id))
+
+
+@router.patch("/users/{user_id}", response_model=AccountRead)
+async def update_user(
+    user_id: uuid.UUID, body: AccountUpdate, admin: AdminUser, session: WriteSessionDep
+) -> AccountRead:
+    """Grant or take the admin role, deactivate or reactivate; not on your own account."""
+    account = await service.update_account(
+        session, admin, user_id, is_superuser=body.is_superuser, is_active=body.is_active
+    )
+    return _account(account)
 
 
 @router.post("/users/{user_id}/adjustments", response_model=AdjustmentResponse)
@@ -23,3 +98,61 @@ async def adjust_balance(
     return AdjustmentResponse(
         wallet=WalletRead.model_validate(account), entry=EntryRead.model_validate(entry)
     )
+
+
+@router.get("/history", response_model=HistoryPage)
+async def list_history(
+    _: AdminUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    user_id: uuid.UUID | None = None,
+    email: Annotated[str | None, Query(max_length=320, description="The user's exact e-mail")] = None,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[
+        history.RequestStatus | None,
+        Query(description="The job's status, or `rejected` for refused requests"),
+    ] = None,
+    http_status: Annotated[int | None, Query(ge=100, le=599)] = None,
+    since: Annotated[datetime | None, Query(description="Arrived at or after (UTC if no zone)")] = None,
+    until: Annotated[datetime | None, Query(description="Arrived before (UTC if no zone)")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the last page")] = None,
+) -> HistoryPage:
+    """Prediction requests, accepted and refused, newest first, with how their jobs went."""
+    filters = history.HistoryFilter(
+        user_id=user_id,
+        email=email,
+        model=model,
+        status=status,
+        http_status=http_status,
+        since=since,
+        until=until,
+    )
+    page = await history.list_requests(session, components.predictors, filters, limit=limit, cursor=cursor)
+    return HistoryPage(items=page.items, limit=limit, next_cursor=page.next_cursor)
+
+
+@router.delete("/history", response_model=HistoryDeleted)
+async def delete_history(
+    _: AdminWithToken,
+    session: WriteSessionDep,
+    before: Annotated[datetime | None, Query(description="Only requests that arrived before this")] = None,
+) -> HistoryDeleted:
+    """Delete request history (all of it, or what is older than ``before``); needs X-Admin-Token.
+
+    Jobs, results and the ledger are kept.
+    """
+    return HistoryDeleted(deleted=await history.delete_requests(session, before=before))
+
+
+@router.get("/stats", response_model=Statistics)
+async def read_statistics(
+    _: AdminUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    since: Annotated[datetime | None, Query(description="Default: 24 hours before `until`")] = None,
+    until: Annotated[datetime | None, Query(description="Default: now")] = None,
+) -> Statistics:
+    """Per model and overall: requests, refusals, job outcomes, durations, inputs and answers."""
+    start, end = history.check_period(since, until, STATISTICS_PERIOD)
+    return await statistics.compute(session, components.predictors, start, end)

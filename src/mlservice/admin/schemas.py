@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlservice.wallet.schemas import EntryRead, WalletRead
 
@@ -22,3 +25,38 @@ class AdjustmentRequest(BaseModel):
 class AdjustmentResponse(BaseModel):
     wallet: WalletRead
     entry: EntryRead
+
+
+class AccountRead(BaseModel):
+    """An account as administrators see it, with its wallet."""
+
+    id: uuid.UUID
+    email: str
+    role: str
+    is_superuser: bool
+    is_active: bool
+    is_verified: bool
+    created_at: datetime
+    balance: int = Field(description="Credits owned")
+    held: int = Field(description="Credits reserved by unfinished jobs")
+    available: int = Field(description="balance - held")
+
+
+class AccountPage(BaseModel):
+    items: list[AccountRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class AccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    is_superuser: bool | None = Field(default=None, description="The admin role")
+    is_active: bool | None = Field(default=None, description="False: the account can no longer sign in")
+
+    @model_validator(mode="after")
+    def something_to_change(self) -> AccountUpdate:
+        if self.is_superuser is None and self.is_active is None:
+            raise ValueError("give `is_superuser`, `is_active` or both")
+        return self

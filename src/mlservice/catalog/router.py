@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mlservice.catalog import service
-from mlservice.catalog.schemas import ModelRead, ModelUpdate
+from mlservice.catalog.schemas import AdminModelRead, ModelRead, ModelUpdate
 from mlservice.catalog.tables import CatalogModel
 from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
 from mlservice.users.auth import AdminUser
@@ -28,14 +28,35 @@ async def get_model(slug: str, session: SessionDep, components: ComponentsDep) -
     return _read(await service.get_runnable_model(session, slug), components)
 
 
-@router.get("/admin/models", response_model=list[ModelRead], tags=["admin"])
-async def admin_list_models(_: AdminUser, session: SessionDep, components: ComponentsDep) -> list[ModelRead]:
-    return [_read(m, components) for m in await service.list_models(session, include_disabled=True)]
+def _admin_read(model: CatalogModel, components: ComponentsDep) -> AdminModelRead:
+    predictor = components.predictors.get(model.slug)
+    return AdminModelRead(
+        **_read(model, components).model_dump(),
+        max_batch_size=model.max_batch_size,
+        max_wait_ms=model.max_wait_ms,
+        batch_size_limit=predictor.max_batch_size if predictor else None,
+    )
 
 
-@router.patch("/admin/models/{slug}", response_model=ModelRead, tags=["admin"])
+@router.get("/admin/models", response_model=list[AdminModelRead], tags=["admin"])
+async def admin_list_models(
+    _: AdminUser, session: SessionDep, components: ComponentsDep
+) -> list[AdminModelRead]:
+    return [_admin_read(m, components) for m in await service.list_models(session, include_disabled=True)]
+
+
+@router.patch("/admin/models/{slug}", response_model=AdminModelRead, tags=["admin"])
 async def admin_update_model(
     slug: str, body: ModelUpdate, _: AdminUser, session: WriteSessionDep, components: ComponentsDep
-) -> ModelRead:
-    model = await service.update_model(session, slug, price=body.price, enabled=body.enabled)
-    return _read(model, components)
+) -> AdminModelRead:
+    """Change price, availability or batching limits (which workers apply when they start)."""
+    model = await service.update_model(
+        session,
+        slug,
+        price=body.price,
+        enabled=body.enabled,
+        max_batch_size=body.max_batch_size,
+        max_wait_ms=body.max_wait_ms,
+        predictor=components.predictors.get(slug),
+    )
+    return _admin_read(model, components)

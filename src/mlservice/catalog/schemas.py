@@ -20,14 +20,31 @@ class ModelRead(BaseModel):
     updated_at: datetime
 
 
+class AdminModelRead(ModelRead):
+    max_batch_size: int = Field(description="Most jobs a worker runs in one batch")
+    max_wait_ms: int | None = Field(description="How long a worker waits to fill a batch")
+    batch_size_limit: int | None = Field(
+        description="The most the installed predictor takes per batch (null: not installed here)"
+    )
+
+
+MAX_WAIT_MS = 1000
+
+
 class ModelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     price: int | None = Field(default=None, ge=0, le=1_000_000)
     enabled: bool | None = None
+    max_batch_size: int | None = Field(
+        default=None, ge=1, description="1 up to the predictor's limit; workers apply it when they start"
+    )
+    max_wait_ms: int | None = Field(
+        default=None, ge=0, le=MAX_WAIT_MS, description="Workers apply it when they start"
+    )
 
     @model_validator(mode="after")
     def something_to_change(self) -> ModelUpdate:
-        if self.price is None and self.enabled is None:
-            raise ValueError("give `price`, `enabled` or both")
+        if all(value is None for _, value in self):
+            raise ValueError("give at least one of `price`, `enabled`, `max_batch_size`, `max_wait_ms`")
         return self

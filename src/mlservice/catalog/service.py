@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,16 @@ class ModelDisabled(AppError):
     code = "model_disabled"
 
 
+class ModelNotInstalled(AppError):
+    status_code = 409
+    code = "model_not_installed"
+
+
+class BatchSizeTooLarge(AppError):
+    status_code = 422
+    code = "batch_size_too_large"
+
+
 async def sync_catalog(session: AsyncSession, predictors: Mapping[str, type[Predictor]]) -> None:
     """Add a catalog row for every installed predictor; keep prices and switches admins set."""
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
@@ -30,13 +40,28 @@ async def sync_catalog(session: AsyncSession, predictors: Mapping[str, type[Pred
             "task": cls.task,
             "description": cls.description,
             "input_kind": cls.input_kind,
-            "max_batch_size": cls.max_batch_size,
         }
         stmt = insert(CatalogModel).values(
-            slug=cls.slug, price=cls.default_price, enabled=True, **descriptive
+            slug=cls.slug,
+            price=cls.default_price,
+            enabled=True,
+            max_batch_size=cls.max_batch_size,
+            max_wait_ms=cls.max_wait_ms,
+            **descriptive,
         )
+        # Batching limits are the admins' once seeded; a batch size is only lowered when the
+        # installed predictor can no longer take it.
+        batching = {
+            "max_batch_size": case(
+                (CatalogModel.max_batch_size > stmt.excluded.max_batch_size, stmt.excluded.max_batch_size),
+                else_=CatalogModel.max_batch_size,
+            ),
+            "max_wait_ms": func.coalesce(CatalogModel.max_wait_ms, stmt.excluded.max_wait_ms),
+        }
         # Several API processes may start at once: racing inserts must not fail.
-        await session.execute(stmt.on_conflict_do_update(index_elements=["slug"], set_=descriptive))
+        await session.execute(
+            stmt.on_conflict_do_update(index_elements=["slug"], set_={**descriptive, **batching})
+        )
 
 
 async def list_models(session: AsyncSession, *, include_disabled: bool = False) -> list[CatalogModel]:
@@ -61,15 +86,47 @@ async def get_runnable_model(session: AsyncSession, slug: str) -> CatalogModel:
 
 
 async def update_model(
-    session: AsyncSession, slug: str, *, price: int | None, enabled: bool | None
+    session: AsyncSession,
+    slug: str,
+    *,
+    price: int | None,
+    enabled: bool | None,
+    max_batch_size: int | None = None,
+    max_wait_ms: int | None = None,
+    predictor: type[Predictor] | None = None,
 ) -> CatalogModel:
-    """Change price or availability. Jobs keep the price they were submitted at (``job.cost``)."""
+    """Change price, availability or batching. Jobs keep the price they were submitted at
+    (``job.cost``); workers take batching limits when they start.
+
+    ``predictor`` is the installed class: a batch size is checked against what it can take.
+    """
     model = await session.get(CatalogModel, slug, with_for_update=True)
     if model is None:
         raise ModelNotFound(f"There is no model {slug!r}.")
+    if max_batch_size is not None:
+        if predictor is None:
+            raise ModelNotInstalled(
+                f"The model {slug!r} is not installed on this server: its batch limit is unknown."
+            )
+        if max_batch_size > predictor.max_batch_size:
+            raise BatchSizeTooLarge(
+                f"The model {slug!r} takes at most {predictor.max_batch_size} inputs per batch.",
+                limit=predictor.max_batch_size,
+            )
+        model.max_batch_size = max_batch_size
+    if max_wait_ms is not None:
+        model.max_wait_ms = max_wait_ms
     if price is not None:
         model.price = price
     if enabled is not None:
         model.enabled = enabled
     await session.flush()
     return model
+
+
+async def batch_limits(session: AsyncSession) -> dict[str, tuple[int, int | None]]:
+    """slug -> (max_batch_size, max_wait_ms) as the catalog holds them."""
+    rows = await session.execute(
+        select(CatalogModel.slug, CatalogModel.max_batch_size, CatalogModel.max_wait_ms)
+    )
+    return {slug: (size, wait) for slug, size, wait in rows}

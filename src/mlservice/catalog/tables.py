@@ -22,6 +22,9 @@ class CatalogModel(Base):
     input_kind: Mapped[str] = mapped_column(String(16))
     price: Mapped[int] = mapped_column(BigInteger)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Batching limits the workers take when they start: seeded from the predictor, set by admins.
     max_batch_size: Mapped[int] = mapped_column(Integer, default=1)
+    # NULL only in rows older than this column, until the next catalog sync seeds it.
+    max_wait_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

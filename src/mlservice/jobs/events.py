@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.db import Database, after_commit
+from mlservice.db import Database, after_commit, before_commit
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +105,50 @@ class JobEvents:
                         await asyncio.wait_for(connection.close(), 5)
 
     def _on_notification(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            job_id = uuid.UUID(payload)
-        except ValueError:
-            return
-        self.finished(job_id)
+        for item in payload.split(","):
+            try:
+                job_id = uuid.UUID(item)
+            except ValueError:
+                continue
+            self.finished(job_id)
 
 
 async def announce_finished(session: AsyncSession, job_id: uuid.UUID) -> None:
-    """Tell waiters, once this unit of work commits, that ``job_id`` reached a final state."""
+    """Tell waiters, once this unit of work commits, that ``job_id`` reached a final state.
+
+    The ids a transaction finishes are gathered and announced together: one ``pg_notify`` and one
+    local wake-up per transaction, however many jobs a batch settled.
+    """
     database = session.info.get("database")
-    if isinstance(database, Database):
+    if not isinstance(database, Database):
+        return
+    finished: list[uuid.UUID] | None = session.info.get(_FINISHED)
+    if finished is None:
+        finished = session.info[_FINISHED] = []
         if not database.is_sqlite:
-            await session.execute(select(func.pg_notify(CHANNEL, str(job_id))))
+
+            async def notify() -> None:
+                for payload in _payloads(finished):
+                    await session.execute(_NOTIFY, {"payload": payload})
+
+            before_commit(session, _FINISHED, notify)
         events = _by_database.get(database)
         if events is not None:
 
             async def wake() -> None:
-                events.finished(job_id)
+                for job_id in finished:
+                    events.finished(job_id)
 
             after_commit(session, wake)
+    finished.append(job_id)
+
+
+_FINISHED = "finished_jobs"
+_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("payload", type_=String)))
+# PostgreSQL refuses notification payloads of 8000 bytes or more.
+_PAYLOAD_IDS = 7000 // 37
+
+
+def _payloads(job_ids: list[uuid.UUID]) -> Iterator[str]:
+    for start in range(0, len(job_ids), _PAYLOAD_IDS):
+        yield ",".join(str(job_id) for job_id in job_ids[start : start + _PAYLOAD_IDS])

@@ -16,12 +16,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anyio
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,7 @@ from mlservice.db import Database, after_rollback
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.events import announce_finished
 from mlservice.jobs.tables import Job, JobStatus
+from mlservice.observability.jobs import JobTelemetry
 from mlservice.predictors.base import InvalidInput, PredictInput, Predictor, PredictOutput
 from mlservice.predictors.pool import PredictorPool
 from mlservice.storage.base import Storage
@@ -46,6 +47,11 @@ class Claimed:
     input_file: str | None
     input_text: str | None
     params: dict[str, Any]
+    # For the job's log events and metrics (read by the claim itself, no query of their own).
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    cost: int = 0
+    request_id: str | None = None
 
 
 @dataclass
@@ -71,9 +77,17 @@ SuccessHook = Callable[[AsyncSession, PredictOutput], Awaitable[None]]
 
 class JobExecutor:
     def __init__(
-        self, db: Database, storage: Storage, pool: PredictorPool, *, lease_seconds: int, max_attempts: int
+        self,
+        db: Database,
+        storage: Storage,
+        pool: PredictorPool,
+        *,
+        lease_seconds: int,
+        max_attempts: int,
+        telemetry: JobTelemetry | None = None,
     ) -> None:
         self.db = db
+        self.telemetry = telemetry or JobTelemetry()
         self.storage = storage
         self.pool = pool
         self.lease = timedelta(seconds=lease_seconds)
@@ -82,29 +96,13 @@ class JobExecutor:
         self.running: dict[uuid.UUID, int] = {}
 
     async def claim(self, job_ids: list[uuid.UUID]) -> list[Claimed]:
-        claimed: list[Claimed] = []
+        """Claim the ids still queued, in one statement whatever the batch size."""
         now = utcnow()
         async with self.db.session(write=True) as session:
-            # Rows locked in one global order (ids sorted): two claimers never wait on each other
-            # in a cycle.
-            for job_id in sorted(set(job_ids)):
-                row = (
-                    await session.execute(
-                        update(Job)
-                        .where(Job.id == job_id, Job.status == JobStatus.queued)
-                        .values(
-                            status=JobStatus.running,
-                            attempts=Job.attempts + 1,
-                            started_at=now,
-                            lease_expires_at=now + self.lease,
-                        )
-                        .returning(
-                            Job.id, Job.attempts, Job.user_id, Job.input_file, Job.input_text, Job.params
-                        )
-                    )
-                ).one_or_none()
-                if row is not None:
-                    claimed.append(Claimed(*row))
+            rows = await session.execute(
+                _CLAIM, {"ids": sorted(set(job_ids)), "now": now, "lease_until": now + self.lease}
+            )
+            claimed = sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
         for job in claimed:
             self.running[job.id] = job.attempt
         return claimed
@@ -115,8 +113,9 @@ class JobExecutor:
         if not claimed:
             return dict.fromkeys(job_ids, Disposition.ack)
         try:
-            outcomes = await self._predict(model_slug, claimed)
-            settled = await self.finish(claimed, outcomes, model_slug)
+            with self.telemetry.running(model_slug, claimed):
+                outcomes = await self._predict(model_slug, claimed)
+                settled = await self.finish(claimed, outcomes, model_slug)
         finally:
             for job in claimed:
                 self.running.pop(job.id, None)
@@ -244,6 +243,7 @@ class JobExecutor:
         cls = self.pool.classes[model_slug]
         settled: dict[uuid.UUID, Disposition] = {}
         async with self.db.session(write=True) as session:
+            report = self.telemetry.settling(session, model_slug)
             # Wallets are locked in user order (then jobs in id order), as everywhere a transaction
             # locks several: two workers settling jobs of the same users cannot deadlock.
             for job in sorted(claimed, key=lambda c: (c.user_id, c.id)):
@@ -257,12 +257,7 @@ class JobExecutor:
                     )
                     requeued = retried.rowcount == 1  # type: ignore[attr-defined]
                     if requeued:
-                        log.warning(
-                            "job %s attempt %d failed, retrying: %s",
-                            job.id,
-                            job.attempt,
-                            outcome.error_message,
-                        )
+                        report.retry(job, outcome)
                     settled[job.id] = Disposition.retry if requeued else Disposition.ack
                     continue
                 if outcome.retryable:
@@ -282,6 +277,8 @@ class JobExecutor:
                 settled[job.id] = (
                     Disposition.dead_letter if recorded and outcome.retryable else Disposition.ack
                 )
+                if recorded:
+                    report.finish(job, outcome, dead_letter=outcome.retryable)
         return settled
 
 
@@ -292,6 +289,73 @@ def _overrides(cls: type[Predictor], hook: str) -> bool:
 # Deadlock detected / serialization failure: the transaction was rolled back whole and can be re-run.
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
 DEADLOCK_RETRIES = 3
+
+_jobs = cast(Table, Job.__table__)
+# The hot statements, built once (building them is much of their cost in Python). A claim locks
+# the rows it takes in id order, so two claimers never wait on each other in a cycle; a row that
+# changed while it waited (canceled, claimed) is checked again and left alone.
+_CLAIM = (
+    update(_jobs)
+    .where(
+        _jobs.c.id.in_(
+            select(_jobs.c.id)
+            .where(_jobs.c.id.in_(bindparam("ids", expanding=True)), _jobs.c.status == JobStatus.queued)
+            .order_by(_jobs.c.id)
+            .with_for_update()
+            .scalar_subquery()
+        ),
+        _jobs.c.status == JobStatus.queued,
+    )
+    .values(
+        status=JobStatus.running,
+        attempts=_jobs.c.attempts + 1,
+        started_at=bindparam("now"),
+        lease_expires_at=bindparam("lease_until"),
+    )
+    .returning(
+        _jobs.c.id,
+        _jobs.c.attempts,
+        _jobs.c.user_id,
+        _jobs.c.input_file,
+        _jobs.c.input_text,
+        _jobs.c.params,
+        _jobs.c.created_at,
+        _jobs.c.started_at,
+        _jobs.c.cost,
+        _jobs.c.request_id,
+    )
+)
+# The outcome, written only while this attempt still owns the job.
+_OWNED = (
+    _jobs.c.id == bindparam("b_job_id"),
+    _jobs.c.status == JobStatus.running,
+    _jobs.c.attempts == bindparam("attempt"),
+)
+_SUCCEED = (
+    update(_jobs)
+    .where(*_OWNED)
+    .values(
+        status=JobStatus.succeeded,
+        output=bindparam("b_output"),
+        artifacts=bindparam("b_artifacts"),
+        processing_ms=bindparam("b_processing_ms"),
+        finished_at=bindparam("now"),
+        lease_expires_at=None,
+    )
+)
+_OUTPUT = update(_jobs).where(_jobs.c.id == bindparam("b_job_id")).values(output=bindparam("b_output"))
+_FAIL = (
+    update(_jobs)
+    .where(*_OWNED)
+    .values(
+        status=JobStatus.failed,
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+        processing_ms=bindparam("b_processing_ms"),
+        finished_at=bindparam("now"),
+        lease_expires_at=None,
+    )
+)
 
 ARTIFACT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -315,20 +379,31 @@ async def record_outcome(
     so a result, its side effects and its charge commit together or not at all.
     """
     prediction = outcome.prediction if outcome.error_code is None else None
-    succeeded = prediction is not None
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running, Job.attempts == attempt)
-        .values(
-            status=JobStatus.succeeded if succeeded else JobStatus.failed,
-            error_code=None if succeeded else (outcome.error_code or "prediction_failed"),
-            error_message=None if succeeded else outcome.error_message,
-            processing_ms=outcome.processing_ms,
-            finished_at=utcnow(),
-            lease_expires_at=None,
+    artifacts: dict[str, dict[str, Any]] = {}
+    if prediction is not None:
+        for name, artifact in prediction.artifacts.items():
+            if storage is None or not ARTIFACT_NAME.match(name):
+                raise ValueError(f"cannot store artifact {name!r}")
+            artifacts[name] = {
+                "media_type": artifact.media_type,
+                "filename": artifact.filename,
+                "bytes": len(artifact.data),
+            }
+    guard = {
+        "b_job_id": job_id,
+        "attempt": attempt,
+        "b_processing_ms": outcome.processing_ms,
+        "now": utcnow(),
+    }
+    if prediction is not None:
+        result = await session.execute(
+            _SUCCEED, {**guard, "b_output": prediction.result, "b_artifacts": artifacts}
         )
-        .execution_options(synchronize_session=False)
-    )
+    else:
+        error_code = outcome.error_code or "prediction_failed"
+        result = await session.execute(
+            _FAIL, {**guard, "b_error_code": error_code, "b_error_message": outcome.error_message}
+        )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         log.warning("job %s attempt %s lost its claim; result dropped", job_id, attempt)
         return False
@@ -337,25 +412,14 @@ async def record_outcome(
         await wallet.release_hold(session, job_id)
         return True
     if on_success is not None:
+        # The hook may change the result (e.g. take out what only it should see): written again.
         await on_success(session, prediction)
-    artifacts: dict[str, dict[str, Any]] = {}
+        await session.execute(_OUTPUT, {"b_job_id": job_id, "b_output": prediction.result})
     for name, artifact in prediction.artifacts.items():
-        if storage is None or not ARTIFACT_NAME.match(name):
-            raise ValueError(f"cannot store artifact {name!r}")
+        assert storage is not None  # checked with the names above
         key = artifact_key(job_id, name)
         await storage.put(key, artifact.data, session=session)
         after_rollback(session, partial(storage.delete, key))
-        artifacts[name] = {
-            "media_type": artifact.media_type,
-            "filename": artifact.filename,
-            "bytes": len(artifact.data),
-        }
-    await session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(output=prediction.result, artifacts=artifacts)
-        .execution_options(synchronize_session=False)
-    )
     await wallet.capture_hold(session, job_id)
     return True
 

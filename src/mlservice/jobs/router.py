@@ -3,15 +3,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
 from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
+from mlservice.history.recording import PredictionRequestDep, add_answer
 from mlservice.jobs import service
 from mlservice.jobs.errors import FileTooLarge
 from mlservice.jobs.schemas import JobPage, JobRead
 from mlservice.jobs.tables import JobStatus
 from mlservice.predictors.base import InputLimits
+from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, limit_submissions
 from mlservice.users.auth import CurrentUser
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -37,11 +39,18 @@ async def read_upload(upload: UploadFile | None, max_bytes: int) -> bytes | None
     "",
     response_model=JobRead,
     status_code=status.HTTP_201_CREATED,
-    responses={402: {"description": "Not enough credits"}, 413: {"description": "File too large"}},
+    responses={
+        402: {"description": "Not enough credits"},
+        413: {"description": "File too large"},
+        **RATE_LIMITED_RESPONSE,
+    },
+    dependencies=[Depends(limit_submissions)],
 )
 async def submit_job(
     user: CurrentUser,
+    session: SessionDep,
     components: ComponentsDep,
+    record: PredictionRequestDep,
     model: Annotated[str, Form(description="Catalog slug of the model to run")],
     file: Annotated[UploadFile | None, File(description="Input file for image/file models")] = None,
     text: Annotated[str | None, Form(description="Input text for text models")] = None,
@@ -60,8 +69,14 @@ async def submit_job(
         filename=file.filename if file else None,
         text=text,
     )
+    record.describe(submission)
     # Upload read and input decoded first; only then the (short) write transaction.
-    validated = await service.validate(components.db, submission, components.predictors, limits)
+    # The model is read in the transaction that authenticated the request, which then gives its
+    # connection back: none is held while the input is decoded or the writer is awaited.
+    model_row, predictor = await service.runnable_model(session, submission.model_slug, components.predictors)
+    await session.close()
+    validated = await service.validate(model_row, predictor, submission, limits)
+    record.describe_input(validated.meta)
     async with components.db.session(write=True) as session:
         outcome = await service.submit(
             session,
@@ -74,6 +89,8 @@ async def submit_job(
             publisher=components.publisher,
             validated=validated,
         )
+        # In the job's transaction; a refused request is recorded by `record` itself.
+        await add_answer(session, record, outcome)
     # Committed above, before the response goes out.
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
 
@@ -103,6 +120,7 @@ MAX_WAIT_S = 60.0
 async def get_job(
     job_id: uuid.UUID,
     user: CurrentUser,
+    session: SessionDep,
     components: ComponentsDep,
     wait: Annotated[
         float,
@@ -114,7 +132,11 @@ async def get_job(
     ] = 0,
 ) -> JobRead:
     """The job with its result; with ``wait``, answered as soon as it finishes (or when the wait ends)."""
-    job = await service.wait_for_job(components.db, components.events, user.id, job_id, wait)
+    # Read in the transaction that authenticated the request; a wait gives the connection back.
+    job = await service.get_owned_job(session, user.id, job_id)
+    if wait > 0 and not JobStatus(job.status).finished:
+        await session.close()
+        job = await service.wait_for_job(components.db, components.events, user.id, job_id, wait)
     return service.job_read(job)
 
 

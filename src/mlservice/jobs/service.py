@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.catalog.service import get_runnable_model
+from mlservice.catalog.tables import CatalogModel
 from mlservice.db import Database, after_rollback
 from mlservice.idempotency import service as idempotency
 from mlservice.jobs.dispatch import JobPublisher
@@ -23,6 +24,8 @@ from mlservice.jobs.events import JobEvents, announce_finished
 from mlservice.jobs.executor import artifact_key
 from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
 from mlservice.jobs.tables import Job, JobStatus
+from mlservice.observability.context import current_request_id
+from mlservice.observability.jobs import job_canceled, job_queued
 from mlservice.predictors.base import InputLimits, InvalidInput, Predictor
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
@@ -119,22 +122,31 @@ class Validated:
     params: dict[str, Any]
     meta: dict[str, Any]
     text: str | None
+    # The catalog row as read when the request was checked: its price is what the job costs.
+    model: CatalogModel | None = None
 
 
-async def validate(
-    db: Database, submission: Submission, predictors: Mapping[str, type[Predictor]], limits: InputLimits
-) -> Validated:
-    """Check the request (model runnable, parameters, input decoded) before any write transaction.
-
-    On SQLite there is one writer: decoding an upload while holding it would make every other
-    submit and every worker's claim and commit wait behind the decode.
-    """
-    async with db.session() as session:
-        model = await get_runnable_model(session, submission.model_slug)
+async def runnable_model(
+    session: AsyncSession, slug: str, predictors: Mapping[str, type[Predictor]]
+) -> tuple[CatalogModel, type[Predictor]]:
+    """The catalog row of a model that is enabled and installed on this server, and its predictor."""
+    model = await get_runnable_model(session, slug)
     cls = predictors.get(model.slug)
     if cls is None:
         raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
-    return Validated(*await _validate(submission, cls, limits))
+    return model, cls
+
+
+async def validate(
+    model: CatalogModel, cls: type[Predictor], submission: Submission, limits: InputLimits
+) -> Validated:
+    """Check the request (parameters, input decoded) before any write transaction.
+
+    On SQLite there is one writer: decoding an upload while holding it would make every other
+    submit and every worker's claim and commit wait behind the decode. No connection is needed
+    meanwhile: the caller read ``model`` before.
+    """
+    return Validated(*await _validate(submission, cls, limits), model=model)
 
 
 async def submit(
@@ -154,12 +166,11 @@ async def submit(
     Anything wrong with the request raises before a row is written; the job, its hold and the
     stored input commit together, and the queue hears of the job only after that commit.
     """
-    model = await get_runnable_model(session, submission.model_slug)
-    cls = predictors.get(model.slug)
-    if cls is None:
-        raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
-    if validated is None:
-        validated = Validated(*await _validate(submission, cls, limits))
+    if validated is None or validated.model is None:
+        found, cls = await runnable_model(session, submission.model_slug, predictors)
+        validated = Validated(*await _validate(submission, cls, limits), model=found)
+    model = validated.model
+    assert model is not None
     params, meta, text = validated.params, validated.meta, validated.text
 
     fingerprint = idempotency.request_fingerprint(
@@ -183,6 +194,7 @@ async def submit(
             input_meta=meta,
             input_text=text,
             attempts=0,
+            request_id=current_request_id(),
         )
         session.add(job)
         await session.flush()
@@ -193,6 +205,7 @@ async def submit(
             after_rollback(session, lambda: storage.delete(key))
 
         publisher.publish_after_commit(session, model.slug, job.id)
+        job_queued(session, job)
         return 201, job_read(job).model_dump(mode="json")
 
     return await idempotency.run_once(session, user_id, "jobs.create", idempotency_key, fingerprint, create)
@@ -284,6 +297,7 @@ async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -
         )
     await wallet.release_hold(session, job.id)
     await announce_finished(session, job.id)
+    job_canceled(session, job)
     await session.refresh(job)
     return job
 

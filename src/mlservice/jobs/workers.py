@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from mlservice.catalog.service import batch_limits
 from mlservice.db import Database
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.executor import Disposition, JobExecutor, queued_jobs, sweep
@@ -53,9 +54,14 @@ class JobWorkers:
                 await self.publisher.publish(slug, job_id)
             if waiting:
                 log.info("requeued %d waiting jobs", len(waiting))
+        async with self.db.session() as session:
+            # As admins set them in the catalog; a model without a row yet keeps its predictor's.
+            limits = await batch_limits(session)
         consume = getattr(self.queue, "consume", None)
         for slug, cls in self.executor.pool.classes.items():
-            batch_size = cls.max_batch_size if self.batching else 1
+            size, wait = limits.get(slug, (cls.max_batch_size, cls.max_wait_ms))
+            batch_size = min(size, cls.max_batch_size) if self.batching else 1
+            max_wait_ms = cls.max_wait_ms if wait is None else wait
             if consume is not None:
                 # Enough unacknowledged messages for every consumer's next batch to be gathering
                 # while the current one runs.
@@ -63,7 +69,7 @@ class JobWorkers:
             for n in range(self.concurrency):
                 self._tasks.append(
                     asyncio.create_task(
-                        self._consume(slug, batch_size, cls.max_wait_ms), name=f"worker-{slug}-{n}"
+                        self._consume(slug, batch_size, max_wait_ms), name=f"worker-{slug}-{n}"
                     )
                 )
             if self.preload:

@@ -84,6 +84,11 @@ class Predictor(ABC):
     default_price: ClassVar[int]
     max_batch_size: ClassVar[int] = 1
     max_wait_ms: ClassVar[int] = 0
+    # Where a result names its answer (a classifier's top label, a verdict), as keys and list
+    # indexes into ``PredictOutput.result``: request history shows it, statistics count it.
+    result_label: ClassVar[tuple[str | int, ...] | None] = None
+    # Where a result lists what it found (faces, search results): request history shows how many.
+    result_items: ClassVar[tuple[str | int, ...] | None] = None
 
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = cache_dir

@@ -449,6 +449,8 @@ class FaceIdentify(_FacePredictor):
     )
     params_model: ClassVar[type[BaseModel]] = FaceIdentifyParams
     default_price: ClassVar[int] = 3
+    # How many faces, never whose: gallery labels are the user's private names for people.
+    result_items: ClassVar[tuple[str | int, ...] | None] = ("faces",)
 
     @classmethod
     def prepare_input(cls, data: bytes | None, text: str | None, limits: InputLimits) -> dict[str, Any]:

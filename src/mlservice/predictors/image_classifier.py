@@ -79,6 +79,7 @@ class ImageClassifier(Predictor):
     default_price: ClassVar[int] = 5
     max_batch_size: ClassVar[int] = 8
     max_wait_ms: ClassVar[int] = 10
+    result_label: ClassVar[tuple[str | int, ...] | None] = ("predictions", 0, "label")
 
     def __init__(
         self,

@@ -137,6 +137,8 @@ class MovieRecommendation(Predictor):
     default_price: ClassVar[int] = 2
     max_batch_size: ClassVar[int] = 16
     max_wait_ms: ClassVar[int] = 10
+    result_label: ClassVar[tuple[str | int, ...] | None] = ("results", 0, "title")
+    result_items: ClassVar[tuple[str | int, ...] | None] = ("results",)
 
     def __init__(
         self,

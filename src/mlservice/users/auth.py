@@ -8,10 +8,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi_users import FastAPIUsers
-from fastapi_users.authentication import AuthenticationBackend, BearerTransport, CookieTransport, JWTStrategy
+from fastapi_users.authentication import AuthenticationBackend, BearerTransport, CookieTransport
 
 from mlservice.deps import AuthSessionDep, SettingsDep
 from mlservice.errors import Forbidden
+from mlservice.observability.context import note_user
+from mlservice.security.tokens import StrictJWTStrategy
 from mlservice.users.manager import UserDatabase, UserManager
 from mlservice.users.tables import User
 
@@ -28,9 +30,12 @@ async def get_user_manager(
     yield UserManager(user_db, settings)
 
 
-def get_jwt_strategy(request: Request) -> JWTStrategy[User, uuid.UUID]:
+def get_jwt_strategy(request: Request) -> StrictJWTStrategy[User, uuid.UUID]:
     settings = request.app.state.components.settings
-    return JWTStrategy(secret=settings.jwt_secret_value(), lifetime_seconds=settings.jwt_lifetime_seconds)
+    # HS256 only, `exp` required: see StrictJWTStrategy.
+    return StrictJWTStrategy(
+        secret=settings.jwt_secret_value(), lifetime_seconds=settings.jwt_lifetime_seconds
+    )
 
 
 bearer_transport = BearerTransport(tokenUrl="/api/auth/jwt/login")
@@ -55,12 +60,10 @@ def configure_auth(*, cookie_secure: bool, lifetime_seconds: int) -> None:
 _library_current_user = fastapi_users.current_user(active=True)
 
 
-async def current_active_user(
-    user: Annotated[User, Depends(_library_current_user)], session: AuthSessionDep
-) -> User:
-    # Hand the connection back now: the request may then wait for the SQLite writer, and a
-    # queue of waiters each holding a pooled connection would starve the one that holds it.
-    await session.close()
+async def current_active_user(user: Annotated[User, Depends(_library_current_user)]) -> User:
+    # The session that read the user stays open for the request's own reads (one connection,
+    # one transaction); a write session closes it before waiting for the writer (see deps).
+    note_user(user.id)  # the request's log event names its user
     return user
 
 

@@ -9,3 +9,10 @@ class InsufficientCredits(AppError):
 class HoldAlreadyResolved(AppError):
     status_code = 409
     code = "hold_already_resolved"
+
+
+class AdjustmentExceedsAvailable(AppError):
+    """A negative adjustment larger than what the user could spend (balance less open holds)."""
+
+    status_code = 409
+    code = "adjustment_exceeds_available"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import NotFound
 from mlservice.types import utcnow
-from mlservice.wallet.errors import InsufficientCredits
+from mlservice.wallet.errors import AdjustmentExceedsAvailable, InsufficientCredits
 from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
 
 
@@ -90,6 +91,12 @@ async def top_up(session: AsyncSession, user_id: uuid.UUID, amount: int) -> Ledg
 async def adjust(session: AsyncSession, user_id: uuid.UUID, amount: int, note: str) -> LedgerEntry:
     """An administrator's correction, positive or negative; never below the open holds."""
     wallet = await lock_wallet(session, user_id)
+    if wallet.available + amount < 0:
+        raise AdjustmentExceedsAvailable(
+            f"Taking {-amount} credits would leave {wallet.available + amount} available; "
+            f"at most {wallet.available} can be taken now.",
+            available=wallet.available,
+        )
     entry = _post(session, wallet, EntryType.adjustment, amount=amount, note=note)
     await session.flush()
     return entry
@@ -110,37 +117,80 @@ async def place_hold(session: AsyncSession, wallet: Wallet, job_id: uuid.UUID, a
     return hold
 
 
-async def _resolve(session: AsyncSession, job_id: uuid.UUID, to: HoldStatus) -> Hold | None:
+@dataclass(frozen=True)
+class Resolved:
+    """A hold that this call resolved, and the ledger entry that recorded it."""
+
+    hold_id: int
+    user_id: uuid.UUID
+    amount: int
+    balance_after: int
+    held_after: int
+
+
+_holds, _wallets, _ledger = (cast(Table, t.__table__) for t in (Hold, Wallet, LedgerEntry))
+# Built once: settling a job runs these for every job, and building the statement is a good part
+# of what they cost in Python.
+_RESOLVE_HOLD = (
+    update(_holds)
+    .where(_holds.c.job_id == bindparam("b_job_id"), _holds.c.status == HoldStatus.open)
+    .values(status=bindparam("to"), resolved_at=bindparam("now"))
+    .returning(_holds.c.id, _holds.c.user_id, _holds.c.amount)
+)
+_MOVE = (
+    update(_wallets)
+    .where(_wallets.c.user_id == bindparam("b_user_id"))
+    .values(
+        balance=_wallets.c.balance + bindparam("amount", type_=BigInteger),
+        held=_wallets.c.held + bindparam("held_delta", type_=BigInteger),
+        updated_at=bindparam("now"),
+    )
+    .returning(_wallets.c.balance, _wallets.c.held)
+)
+_ENTRY = insert(_ledger)
+
+
+async def _resolve(session: AsyncSession, job_id: uuid.UUID, to: HoldStatus) -> Resolved | None:
     """Move the job's open hold to ``to``; returns None when it was already resolved.
 
-    The guarded UPDATE is what makes a hold resolve exactly once, whoever tries concurrently.
+    The guarded UPDATE is what makes a hold resolve exactly once, whoever tries concurrently: it
+    locks the hold, then the wallet's running totals move in the same statement that locks the
+    wallet, and the ledger entry records the totals it produced (the database's checks refuse any
+    that would go negative). Three statements, whatever the wallet held before.
     """
-    hold = (await session.execute(select(Hold).where(Hold.job_id == job_id))).scalar_one_or_none()
+    now = utcnow()
+    hold = (await session.execute(_RESOLVE_HOLD, {"b_job_id": job_id, "to": to, "now": now})).one_or_none()
     if hold is None:
         return None
-    wallet = await lock_wallet(session, hold.user_id)
-    result = await session.execute(
-        update(Hold)
-        .where(Hold.id == hold.id, Hold.status == HoldStatus.open)
-        .values(status=to, resolved_at=utcnow())
-        .execution_options(synchronize_session=False)
+    hold_id, user_id, amount = hold
+    amount_delta = -amount if to is HoldStatus.captured else 0
+    balance, held = (
+        await session.execute(
+            _MOVE, {"b_user_id": user_id, "amount": amount_delta, "held_delta": -amount, "now": now}
+        )
+    ).one()
+    await session.execute(
+        _ENTRY,
+        {
+            "user_id": user_id,
+            "type": EntryType.capture if to is HoldStatus.captured else EntryType.release,
+            "amount": amount_delta,
+            "held_delta": -amount,
+            "balance_after": balance,
+            "held_after": held,
+            "job_id": job_id,
+            "note": None,
+            "created_at": now,
+        },
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    if to is HoldStatus.captured:
-        _post(session, wallet, EntryType.capture, amount=-hold.amount, held_delta=-hold.amount, job_id=job_id)
-    else:
-        _post(session, wallet, EntryType.release, held_delta=-hold.amount, job_id=job_id)
-    await session.flush()
-    await session.refresh(hold)
-    return hold
+    return Resolved(hold_id, user_id, amount, balance, held)
 
 
-async def capture_hold(session: AsyncSession, job_id: uuid.UUID) -> Hold | None:
+async def capture_hold(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
     return await _resolve(session, job_id, HoldStatus.captured)
 
 
-async def release_hold(session: AsyncSession, job_id: uuid.UUID) -> Hold | None:
+async def release_hold(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
     return await _resolve(session, job_id, HoldStatus.released)
 
 

@@ -1,0 +1,1 @@
+"""The request history: one row per prediction request, accepted or refused, for administrators."""

@@ -1,0 +1,134 @@
+"""The HTTP side: a request id for every request, one log event and the metrics per request,
+and ``GET /metrics``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import fastapi.routing
+from fastapi import APIRouter, Response
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlservice.deps import ComponentsDep
+from mlservice.observability.context import RequestContext, new_request_id, request_scope, valid_request_id
+from mlservice.observability.metrics import CONTENT_TYPE, ServiceMetrics
+
+log = logging.getLogger("mlservice.http")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Any other method is counted as "other": a client cannot mint label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Probes and scrapes arrive every few seconds: their events only at debug level.
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+UNMATCHED = "unmatched"
+
+
+class RouteTemplates:
+    """The full path template (``/api/jobs/{job_id}``) of the route that answered, never the raw path.
+
+    The matched route object only knows its path inside its own router (``/{job_id}``) when FastAPI
+    includes routers without flattening them; the app's route contexts know the prefixes. Built on
+    first use and again whenever a route turns up that was added since.
+    """
+
+    def __init__(self) -> None:
+        # id(route) -> (route, template); the route is kept so that its id is never reused.
+        self._templates: dict[int, tuple[object, str]] = {}
+
+    def __call__(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return UNMATCHED
+        known = self._templates.get(id(route))
+        if known is None:
+            self._templates = _templates(scope.get("app"))
+            known = self._templates.get(id(route))
+            if known is None:
+                path = getattr(route, "path", None)
+                known = (route, path if isinstance(path, str) and path else UNMATCHED)
+                self._templates[id(route)] = known
+        return known[1]
+
+
+def _templates(app: Any) -> dict[int, tuple[object, str]]:
+    routes = getattr(app, "routes", None) or []
+    iter_route_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_route_contexts is None:
+        # FastAPI releases that flatten included routers: every route has its full path.
+        pairs = [(route, getattr(route, "path", None)) for route in routes]
+    else:
+        pairs = [(context.original_route, context.path) for context in iter_route_contexts(routes)]
+    return {id(route): (route, path) for route, path in pairs if isinstance(path, str) and path}
+
+
+class RequestObservability:
+    """Pure ASGI middleware (no response buffering, the request's context reaches the endpoint).
+
+    Takes a valid ``X-Request-ID`` from the client or proxy, or makes one; returns it on the
+    response; binds it to everything logged while the request runs; and, once the response is
+    out, counts the request and writes its ``http.request`` event.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.route_template = RouteTemplates()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = valid_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER)) or new_request_id()
+        context = RequestContext(request_id, self.metrics)
+        status = 500  # what the client gets if the app raises before answering
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        with request_scope(context):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self._record(scope, context, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, context: RequestContext, status: int, seconds: float) -> None:
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        route = self.route_template(scope)
+        if self.metrics is not None:
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_duration.labels(method, route).observe(seconds)
+        if status >= 500:
+            level = logging.ERROR
+        elif route in QUIET_ROUTES:
+            level = logging.DEBUG
+        else:
+            level = logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        fields: dict[str, Any] = {
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "request_id": context.request_id,
+        }
+        if context.user_id is not None:
+            fields["user_id"] = str(context.user_id)
+        log.log(level, "http.request", extra=fields)
+
+
+router = APIRouter(tags=["observability"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(components: ComponentsDep) -> Response:
+    """Prometheus exposition of this API process."""
+    return Response(await components.metrics.scrape(components), media_type=CONTENT_TYPE)
