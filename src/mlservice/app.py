@@ -15,7 +15,7 @@ from mlservice.admin.router import router as admin_router
 from mlservice.catalog.router import router as catalog_router
 from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
-from mlservice.errors import install_error_handlers
+from mlservice.errors import error_responses, install_error_handlers
 from mlservice.faces.router import router as faces_router
 from mlservice.health import router as health_router
 from mlservice.jobs.dispatch import JobPublisher
@@ -44,6 +44,7 @@ from mlservice.storage.local import LocalStorage
 from mlservice.users.auth import configure_auth
 from mlservice.users.router import router as users_router
 from mlservice.wallet.router import router as wallet_router
+from mlservice.web.install import install_web
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +169,18 @@ def create_app(
     install_security(app, settings)
     app.add_middleware(RequestObservability, metrics=metrics)
     install_proxy_headers(app, settings)  # outermost
-    api = APIRouter(prefix="/api")
+    # Every API error, request validation included, has our error body (see install_error_handlers).
+    api = APIRouter(prefix="/api", responses=error_responses(422))
     api.include_router(users_router)
     api.include_router(wallet_router)
     api.include_router(catalog_router)
     api.include_router(jobs_router)
     api.include_router(faces_router)
-    api.include_router(admin_router)
+    # 400: a request body that cannot be decoded.
+    api.include_router(admin_router, responses=error_responses(400, 401, 403, 404, 409))
     app.include_router(api)
     app.include_router(health_router)
     if settings.metrics_enabled:
         app.include_router(metrics_router)
+    install_web(app)  # last: its pages answer errors as HTML, the API's stay JSON
     return app

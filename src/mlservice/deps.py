@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 if TYPE_CHECKING:
@@ -54,3 +54,8 @@ WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="func
 
 ComponentsDep = Annotated["Components", Depends(get_components)]
 SettingsDep = Annotated["Settings", Depends(get_settings)]
+
+# Past any listing a person pages through, and far below the databases' 64-bit OFFSET: a larger
+# number must be refused here (422), not fail in the database (500).
+MAX_OFFSET = 1_000_000_000
+OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlservice.predictors.base import InvalidInput
@@ -42,6 +43,41 @@ class Conflict(AppError):
 class Forbidden(AppError):
     status_code = 403
     code = "forbidden"
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable, e.g. `insufficient_credits`")
+    message: str = Field(description="For people")
+    details: dict[str, Any] | None = Field(default=None, description="Facts about this error, by code")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer, whatever raised it (see :func:`install_error_handlers`)."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Not authenticated",
+    402: "Not enough credits",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    429: "Too many requests",
+    503: "Unavailable",
+}
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the errors a route answers with, all in the one error shape."""
+    return {
+        code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS.get(code, "Error")}
+        for code in status_codes
+    }
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ async def readiness(components: Components) -> tuple[bool, dict[str, Any]]:
     return ok, body
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: {"description": "Not ready: the same body, saying what is not"}})
 async def ready(components: ComponentsDep) -> JSONResponse:
     """Readiness: the database answers, the broker (if any) is connected and, when this process
     runs jobs with preloading, its models are loaded."""

@@ -183,6 +183,12 @@ async def test_filters_and_cursor_pagination(service: Service) -> None:
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_cursor")
     bad = await service.client.get("/api/admin/history", params={"status": "lost"}, headers=admin)
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "validation_error")
+    bad = await service.client.get(
+        "/api/admin/history", params={"since": "0001-01-01T00:00:00+05:00"}, headers=admin
+    )
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_period")
+    far = await history(service, admin, since="0001-01-01T00:00:00Z", until="9999-12-31T23:59:59Z")
+    assert len(far["items"]) == 12
 
 
 async def test_rows_written_at_the_same_moment_are_paged_by_id(service: Service) -> None:
@@ -259,3 +265,15 @@ async def test_a_request_whose_job_was_deleted_shows_no_job(service: Service) ->
     (item,) = (await history(service, admin))["items"]
     assert item["job"] is None
     assert uuid.UUID(item["user_id"]) == owner
+
+
+async def test_oversized_uploads_are_recorded_with_their_model(service_factory: Any) -> None:
+    async with service_factory(workers=0, max_upload_bytes=1000) as service:
+        user, admin = await service.user(), await service.admin()
+        r = await submit(
+            service, user, model="image-classification", files={"file": ("big.png", png(400, 400))}
+        )
+        assert r.status_code == 413, r.text
+        (item,) = (await history(service, admin))["items"]
+        assert (item["http_status"], item["model"], item["job"]) == (413, "image-classification", None)
+        assert item["error_code"] == r.json()["error"]["code"]

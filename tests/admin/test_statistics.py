@@ -232,3 +232,6 @@ async def test_default_period_and_a_real_job(service: Service) -> None:
         "/api/admin/stats", params={**WINDOW, "since": WINDOW["until"]}, headers=admin
     )
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_period")
+    for params in [{"until": "0001-01-01T00:00:00Z"}, {"since": "0001-01-01T00:00:00+05:00"}]:
+        bad = await service.client.get("/api/admin/stats", params=params, headers=admin)
+        assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_period"), params

@@ -38,13 +38,13 @@ async def test_list_and_search_users_with_balances(service_factory: Any) -> None
         assert by_email["ann.smith@example.com"]["id"] == str(await user_id(service, ann))
         assert by_email["ann.smith@example.com"]["is_active"] is True
 
-        found = await users(service, admin, q="ANN")
+        found = await users(service, admin, search="ANN")
         assert [u["email"] for u in found["items"]] == ["ann.smith@example.com", "annabel@example.org"]
         # LIKE wildcards in the search are matched literally.
-        assert [u["email"] for u in (await users(service, admin, q="_"))["items"]] == [
+        assert [u["email"] for u in (await users(service, admin, search="_"))["items"]] == [
             "bob_jones@example.com"
         ]
-        assert (await users(service, admin, q="%"))["total"] == 0
+        assert (await users(service, admin, search="%"))["total"] == 0
 
         first = await users(service, admin, limit=2)
         second = await users(service, admin, limit=2, offset=2)

@@ -103,7 +103,8 @@ async def owner_state(service: Service, owner: Account, owned: Owned) -> dict[st
         entries = await session.scalar(
             select(func.count()).select_from(LedgerEntry).where(LedgerEntry.user_id == owner.id)
         )
-    assert user is not None and wallet is not None
+    assert user is not None
+    assert wallet is not None
     return {
         "user": (user.email, user.is_active, user.is_superuser, user.is_verified, user.hashed_password),
         "wallet": (wallet.balance, wallet.held, entries),
@@ -132,6 +133,7 @@ BODIES: dict[str, BodyFactory] = {
     "POST /api/jobs": lambda a: {"data": {"model": "test-echo", "text": "probe"}},
     "PATCH /api/admin/models/{slug}": lambda a: {"json": {"price": 3}},
     "POST /api/admin/users/{user_id}/adjustments": lambda a: {"json": {"amount": 1, "note": "probe"}},
+    "PATCH /api/admin/users/{user_id}": lambda a: {"json": {"is_active": True}},
 }
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from mlservice.predictors.base import Artifact, InputLimits, InvalidInput, PredictInput, Predictor, PredictOutput
+from mlservice.predictors.base import (
+    Artifact,
+    InputLimits,
+    InvalidInput,
+    PredictInput,
+    Predictor,
+    PredictOutput,
+)
 
 
 class FileEcho(Predictor):

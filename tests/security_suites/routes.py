@@ -43,7 +43,7 @@ def _route_contexts(app: FastAPI) -> Iterable[Any]:
     # Recent FastAPI versions keep included routers lazily (app.routes holds the routers, not their
     # routes); iter_route_contexts flattens them. Older versions have the flat list in app.routes.
     try:
-        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined]
+        from fastapi.routing import iter_route_contexts
     except ImportError:
         return list(app.routes)
     return list(iter_route_contexts(app.routes))
@@ -98,7 +98,7 @@ def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def minimal_instance(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
     """The smallest value that the JSON schema accepts (required properties only)."""
     schema = _resolve(spec, schema)
-    if "examples" in schema and schema["examples"]:
+    if schema.get("examples"):
         return schema["examples"][0]
     if "default" in schema:
         return schema["default"]

@@ -1,4 +1,4 @@
-"""The authorization matrix: every route that takes an id × {owner, other user, admin, anonymous}.
+"""The authorization matrix: every route that takes an id, by {owner, other user, admin, anonymous}.
 
 Routes are discovered from the app, and each path parameter gets a real object owned by a fresh
 account, so a route added later is tested without touching this file; one with a path parameter
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
 from tests.conftest import Service
 from tests.fixtures.predictors import EchoText
 from tests.security_suites.actors import (
@@ -95,7 +96,9 @@ def leaked(response: httpx.Response, secrets: list[str]) -> list[str]:
     ]
 
 
-def judge(route: Route, role: str, response: httpx.Response, secrets: list[str], matrix: Matrix) -> str | None:
+def judge(
+    route: Route, role: str, response: httpx.Response, secrets: list[str], matrix: Matrix
+) -> str | None:
     """What is wrong with this answer, or None; counts cross-user reads and escalations."""
     status = response.status_code
     if status >= 500:
@@ -109,16 +112,18 @@ def judge(route: Route, role: str, response: httpx.Response, secrets: list[str],
         return None
     if public:
         return "public route refused" if status in (401, 403) else None
+    rightful = "admin" if route.is_admin else "owner"
+    if role == rightful:
+        if status >= 300:
+            # A refusal other than 401/403/404 is about the request: give the route a valid body.
+            return f"{role} refused ({response.text[:200]}); a new route may need an entry in actors.BODIES"
+        return None
     if route.is_admin:
-        if role == "admin":
-            return f"admin refused ({response.text[:200]})" if status in (401, 403, 404) else None
         if status < 400:
             matrix.escalations += 1
         if status != 403 or not error_shaped(response):
             return "a non-admin must get 403 with the error body"
         return None
-    if role == "owner":
-        return f"owner refused ({response.text[:200]})" if status in (401, 403, 404) else None
     # Another user, or an admin using the user API: the object does not exist for them.
     secrets_seen = leaked(response, secrets)
     if status < 400 or secrets_seen:
@@ -142,7 +147,12 @@ async def run_matrix(service: Service) -> tuple[Matrix, list[Route]]:
         # Write routes get a queued job (a cancel by the wrong person would show); reads a finished one.
         owned = await owned_objects(service, owner, settled=not route.is_write)
         before = await owner_state(service, owner, owned)
-        actors: dict[str, Account | None] = {"anonymous": None, "other": other, "admin": admin, "owner": owner}
+        actors: dict[str, Account | None] = {
+            "anonymous": None,
+            "other": other,
+            "admin": admin,
+            "owner": owner,
+        }
         # Those who may not act go first; the object must be untouched before the rightful one acts.
         rightful = "admin" if route.is_admin else "owner"
         order = [r for r in ROLES if r != rightful] + [rightful]
@@ -162,10 +172,12 @@ async def run_matrix(service: Service) -> tuple[Matrix, list[Route]]:
 
 
 async def test_authorization_matrix(service_factory: Any, backend: str) -> None:
-    async with service_factory(predictors=[EchoText, FileEcho], workers=0, rate_limits_enabled=False) as service:
+    async with service_factory(
+        predictors=[EchoText, FileEcho], workers=0, rate_limits_enabled=False
+    ) as service:
         routes = api_id_routes(service.app)
         names = {str(r) for r in routes}
-        assert KNOWN_ID_ROUTES <= names, f"route discovery lost {sorted(KNOWN_ID_ROUTES - names)}"
+        assert names >= KNOWN_ID_ROUTES, f"route discovery lost {sorted(KNOWN_ID_ROUTES - names)}"
         unknown = sorted({f"{r}: {{{p}}}" for r in routes for p in r.params if p not in KNOWN_PARAMS})
         assert not unknown, (
             f"routes with path parameters the matrix cannot fill yet: {unknown}; "

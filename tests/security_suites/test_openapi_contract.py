@@ -10,8 +10,10 @@ and path parameters are sometimes real ids so the cases reach past the 404s.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +29,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Err, Ok
 
 from mlservice.app import create_app
 from mlservice.db import Database
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 
 # At least this many generated requests per run, spread over the operations and both modes.
 MIN_CASES = 1000
+CASE_BUDGET = 1200
 # Modes and their share of the cases: invalid requests find the 5xx, valid ones reach the code.
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
@@ -104,7 +108,9 @@ async def live(database_url: str, live_settings: Settings) -> AsyncIterator[Live
             file_job = await client.post(
                 "/api/jobs", data={"model": FileEcho.slug}, files={"file": ("a.bin", b"abc")}, headers=user
             )
-            text_job = await client.post("/api/jobs", data={"model": EchoText.slug, "text": "hi"}, headers=user)
+            text_job = await client.post(
+                "/api/jobs", data={"model": EchoText.slug, "text": "hi"}, headers=user
+            )
             job_ids = [file_job.json()["id"], text_job.json()["id"]]
             for job_id in job_ids:
                 await _wait_for(client, user, job_id)
@@ -123,11 +129,36 @@ async def live(database_url: str, live_settings: Settings) -> AsyncIterator[Live
             )
 
 
+def is_known_gap(failure: Exception, date_time_query: set[str]) -> bool:
+    """Findings that say the schema is looser than the service, not that the service is wrong.
+
+    * A schema-valid request refused with 400, 402, 413 or 422 (status_code_conformance and
+      response_schema_conformance still check that answer): the service checks what a schema cannot
+      say (the password policy, which input each model needs, a top-up limit from the settings,
+      ``since`` before ``until``, an opaque cursor, at least one field to change).
+    * A scalar query parameter sent several times: FastAPI takes the last value.
+    * A number for a date-time query parameter: pydantic reads it as a Unix timestamp.
+    """
+    name = type(failure).__name__
+    if name == "RejectedPositiveData":
+        return getattr(failure, "status_code", None) in (400, 402, 413, 422)
+    message = str(getattr(failure, "message", ""))
+    if name != "AcceptedNegativeData" or " in query" not in message:
+        return False
+    changes = re.findall(r"/properties/(\w+)/\S* \(was \w+, became (\w+)\)", message)
+    return bool(changes) and all(
+        kind == "array" or (kind in ("number", "integer") and parameter in date_time_query)
+        for parameter, kind in changes
+    )
+
+
 @dataclass
 class Tally:
     cases: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     failures: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    unsatisfiable: list[str] = field(default_factory=list)
+    known_gaps: Counter[str] = field(default_factory=Counter)
 
     @property
     def server_errors(self) -> int:
@@ -137,12 +168,24 @@ class Tally:
         return Counter(check for _, check, _ in self.failures)
 
 
-def _apply_real_ids(case: schemathesis.Case, choice: dict[str, str | None], model: str | None) -> None:
+def _apply_real_ids(case: schemathesis.Case[Any], choice: dict[str, str | None], model: str | None) -> None:
     for name, value in choice.items():
         if value is not None and name in (case.path_parameters or {}):
             case.path_parameters[name] = value
-    if model is not None and case.path == "/api/jobs" and case.method == "POST" and isinstance(case.body, dict):
-        case.body["model"] = model
+    if (
+        model is not None
+        and case.path == "/api/jobs"
+        and case.method == "POST"
+        and isinstance(case.body, dict)
+    ):
+        # A submission that can succeed: a real model, the input it needs, parameters it takes.
+        form: dict[str, Any] = case.body
+        form["model"] = model
+        form.pop("params", None)
+        if model == EchoText.slug:
+            form["text"] = str(form.get("text") or "") + " fuzz"
+        else:
+            form["file"] = b"fuzz"
 
 
 def _auth_for(path: str, live: Live) -> dict[str, str]:
@@ -156,6 +199,13 @@ def _ordered(operations: list[Any]) -> Iterator[Any]:
 
 def exercise(operation: Any, mode: GenerationMode, examples: int, live: Live, tally: Tally) -> None:
     session = requests.Session()
+    date_time_query = {
+        p["name"]
+        for p in operation.schema.raw_schema["paths"][operation.path][operation.method.lower()].get(
+            "parameters", []
+        )
+        if p.get("in") == "query" and "date-time" in json.dumps(p.get("schema", {}))
+    }
     choices = st.fixed_dictionaries({name: st.sampled_from(values) for name, values in live.ids.items()})
 
     @hypothesis.settings(
@@ -167,8 +217,10 @@ def exercise(operation: Any, mode: GenerationMode, examples: int, live: Live, ta
         suppress_health_check=list(HealthCheck),
         print_blob=False,
     )
-    @given(case=operation.as_strategy(generation_mode=mode), choice=choices, model=st.sampled_from(live.models))
-    def run(case: schemathesis.Case, choice: dict[str, str | None], model: str | None) -> None:
+    @given(
+        case=operation.as_strategy(generation_mode=mode), choice=choices, model=st.sampled_from(live.models)
+    )
+    def run(case: schemathesis.Case[Any], choice: dict[str, str | None], model: str | None) -> None:
         if mode is GenerationMode.POSITIVE:
             _apply_real_ids(case, choice, model)
         headers = _auth_for(case.path, live)
@@ -183,33 +235,51 @@ def exercise(operation: Any, mode: GenerationMode, examples: int, live: Live, ta
             )
         except FailureGroup as group:
             for failure in group.exceptions:
+                if is_known_gap(failure, date_time_query):
+                    tally.known_gaps[f"{case.method} {case.path} {type(failure).__name__}"] += 1
+                    continue
                 key = (f"{case.method} {case.path}", type(failure).__name__, failure.title)
                 tally.failures.setdefault(key, f"{failure.message}\n{case.as_curl_command(headers)}")
 
-    run()
+    try:
+        run()
+    except hypothesis.errors.Unsatisfiable:
+        # Nothing in the operation can be made invalid (no parameters, no body).
+        if mode is not GenerationMode.NEGATIVE:
+            raise
+        tally.unsatisfiable.append(f"{operation.method.upper()} {operation.path}")
 
 
 def test_openapi_contract(live: Live, backend: str) -> None:
     schema = schemathesis.openapi.from_url(f"{live.base_url}/openapi.json", config=schemathesis.Config())
-    operations = [result.ok() for result in schema.get_all_operations()]
+    results = list(schema.get_all_operations())
+    operations = [result.ok() for result in results if isinstance(result, Ok)]
+    assert len(operations) == len(results), [r.err() for r in results if isinstance(r, Err)]
     assert len(operations) >= 20, [f"{op.method} {op.path}" for op in operations]
-    examples = math.ceil(MIN_CASES / (len(operations) * len(MODES)))
     tally = Tally()
-    for operation in _ordered(operations):
-        for mode in MODES:
-            exercise(operation, mode, examples, live, tally)
+    runs = [(operation, mode) for operation in _ordered(operations) for mode in MODES]
+    for done, (operation, mode) in enumerate(runs):
+        # What an operation could not use (nothing in it can be made invalid, or it has few
+        # distinct cases) goes to the ones after it.
+        examples = math.ceil((CASE_BUDGET - sum(tally.cases.values())) / (len(runs) - done))
+        exercise(operation, mode, max(examples, 1), live, tally)
 
     total = sum(tally.cases.values())
     log.warning(
-        "schemathesis (%s): %d operations, %d cases, statuses %s, server errors %d, failures %s",
+        "schemathesis (%s): %d operations, %d cases, statuses %s, server errors %d, failures %s, "
+        "known schema gaps %s",
         backend,
         len(operations),
         total,
         dict(sorted(tally.statuses.items())),
         tally.server_errors,
         dict(tally.by_check()),
+        dict(tally.known_gaps),
     )
-    report = "\n\n".join(f"{op} [{check}] {title}\n{detail}" for (op, check, title), detail in tally.failures.items())
-    assert not tally.failures, f"{len(tally.failures)} distinct failures:\n\n{report}"
+    report = "\n\n".join(
+        f"{op} [{check}] {title}\n{detail}" for (op, check, title), detail in tally.failures.items()
+    )
+    if tally.failures:
+        pytest.fail(f"{len(tally.failures)} distinct failures:\n\n{report}", pytrace=False)
     assert tally.server_errors == 0
     assert total >= MIN_CASES

@@ -21,7 +21,13 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from sqlalchemy import func, select, update
 
 from mlservice.app import create_app
@@ -124,10 +130,13 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
         # --- helpers ---
 
         def _jobs(self, *statuses: Status) -> list[uuid.UUID]:
-            return sorted(j for j, m in self.jobs.items() if m.status in statuses)
+            # In submission order: ids are random, an order by id would differ from one replay to the next.
+            return [j for j, m in self.jobs.items() if m.status in statuses]
 
         async def _set_price(self, price: int) -> int:
-            r = await client.patch(f"/api/admin/models/{EchoText.slug}", json={"price": price}, headers=h.admin)
+            r = await client.patch(
+                f"/api/admin/models/{EchoText.slug}", json={"price": price}, headers=h.admin
+            )
             assert r.status_code == 200, r.text
             return price
 
@@ -160,7 +169,7 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
         @precondition(lambda self: self.refill_keys)
         @rule(data=st.data(), same=st.booleans())
         def replay_refill(self, data: st.DataObject, same: bool) -> None:
-            key = data.draw(st.sampled_from(sorted(self.refill_keys)))
+            key = data.draw(st.sampled_from(list(self.refill_keys)))
             amount = self.refill_keys[key] if same else self.refill_keys[key] + 1
             headers = {**self.headers, "Idempotency-Key": key}
             r = h.run(client.post("/api/wallet/refill", json={"amount": amount}, headers=headers))
@@ -218,7 +227,7 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
         @precondition(lambda self: self.job_keys)
         @rule(data=st.data(), same=st.booleans())
         def replay_submit(self, data: st.DataObject, same: bool) -> None:
-            key = data.draw(st.sampled_from(sorted(self.job_keys)))
+            key = data.draw(st.sampled_from(list(self.job_keys)))
             text, job_id = self.job_keys[key]
             body = {"model": EchoText.slug, "text": text if same else f"{text} changed"}
             r = h.run(client.post("/api/jobs", data=body, headers={**self.headers, "Idempotency-Key": key}))
@@ -291,25 +300,33 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
         async def _expire_and_sweep(self, job_id: uuid.UUID) -> None:
             async with service.db.session(write=True) as session:
                 await session.execute(
-                    update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+                    update(Job)
+                    .where(Job.id == job_id)
+                    .values(lease_expires_at=utcnow() - timedelta(seconds=1))
                 )
             async with service.db.session(write=True) as session:
-                swept = await sweep(session, service.app.state.components.publisher, max_attempts=MAX_ATTEMPTS)
+                swept = await sweep(
+                    session, service.app.state.components.publisher, max_attempts=MAX_ATTEMPTS
+                )
             assert swept >= 1
 
         @precondition(lambda self: any(j.stale_attempts for j in self.jobs.values()))
         @rule(data=st.data())
         def stale_worker_reports(self, data: st.DataObject) -> None:
             """The worker whose lease was swept wakes up with a result: it must not land, nor charge."""
-            job_id = data.draw(st.sampled_from(sorted(j for j, m in self.jobs.items() if m.stale_attempts)))
+            job_id = data.draw(st.sampled_from([j for j, m in self.jobs.items() if m.stale_attempts]))
             job = self.jobs[job_id]
             attempt = data.draw(st.sampled_from(job.stale_attempts))
-            h.run(self._record(job_id, attempt, Outcome(prediction=PredictOutput({"late": True})), expected=False))
+            h.run(
+                self._record(
+                    job_id, attempt, Outcome(prediction=PredictOutput({"late": True})), expected=False
+                )
+            )
 
         @precondition(lambda self: self.jobs)
         @rule(data=st.data())
         def cancel(self, data: st.DataObject) -> None:
-            job_id = data.draw(st.sampled_from(sorted(self.jobs)))
+            job_id = data.draw(st.sampled_from(list(self.jobs)))
             r = h.run(client.post(f"/api/jobs/{job_id}/cancel", headers=self.headers))
             if self.jobs[job_id].status is Status.queued:
                 assert r.status_code == 200, r.text
@@ -341,8 +358,13 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
                         Hold.user_id == self.user_id, Hold.status == HoldStatus.open
                     )
                 )
-                jobs = {j.id: j for j in await session.scalars(select(Job).where(Job.user_id == self.user_id))}
-                holds = {x.job_id: x for x in await session.scalars(select(Hold).where(Hold.user_id == self.user_id))}
+                jobs = {
+                    j.id: j for j in await session.scalars(select(Job).where(Job.user_id == self.user_id))
+                }
+                holds = {
+                    x.job_id: x
+                    for x in await session.scalars(select(Hold).where(Hold.user_id == self.user_id))
+                }
                 entries = list(
                     await session.scalars(
                         select(LedgerEntry).where(
@@ -350,7 +372,9 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
                         )
                     )
                 )
-            assert (wallet.balance, wallet.held) == (amount, held_delta), "the ledger does not sum to the wallet"
+            assert (wallet.balance, wallet.held) == (amount, held_delta), (
+                "the ledger does not sum to the wallet"
+            )
             assert wallet.balance - wallet.held >= 0
             assert wallet.held == open_holds, "held is not the sum of the open holds"
             assert (wallet.balance, wallet.held) == (self.balance, self.held)
@@ -359,8 +383,13 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
             for job_id, expected in self.jobs.items():
                 job, hold = jobs[job_id], holds.get(job_id)
                 kinds = sorted(e.type for e in entries if e.job_id == job_id)
-                assert (job.status, job.cost, job.attempts) == (expected.status, expected.cost, expected.attempts)
-                assert hold is not None and hold.amount == job.cost
+                assert (job.status, job.cost, job.attempts) == (
+                    expected.status,
+                    expected.cost,
+                    expected.attempts,
+                )
+                assert hold is not None
+                assert hold.amount == job.cost
                 if expected.status in TERMINAL:
                     settled = EntryType.capture if expected.status is Status.succeeded else EntryType.release
                     assert kinds == sorted([EntryType.hold, settled]), f"{job_id} {expected.status}: {kinds}"
@@ -372,13 +401,20 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
                     assert hold.status == HoldStatus.open
 
             r = await client.get("/api/wallet", headers=self.headers)
-            assert r.json() == {"balance": self.balance, "held": self.held, "available": self.balance - self.held}
+            assert r.json() == {
+                "balance": self.balance,
+                "held": self.held,
+                "available": self.balance - self.held,
+            }
 
     return WalletMachine
 
 
 def test_wallet_state_machine(
-    database_url: str, settings_factory: Callable[..., Settings], backend: str, caplog: pytest.LogCaptureFixture
+    database_url: str,
+    settings_factory: Callable[..., Settings],
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Jobs that fail on purpose log their tracebacks; only this suite's own numbers matter here.
     caplog.set_level(logging.CRITICAL, logger="mlservice.jobs")

@@ -63,12 +63,12 @@ def _account(account: service.Account) -> AccountRead:
 async def list_users(
     _: AdminUser,
     session: SessionDep,
-    q: Annotated[str | None, Query(max_length=320, description="Part of the e-mail address")] = None,
+    search: Annotated[str | None, Query(max_length=320, description="Part of the e-mail address")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AccountPage:
     """Accounts with their balances, oldest first."""
-    page = await service.list_accounts(session, search=q, limit=limit, offset=offset)
+    page = await service.list_accounts(session, search=search, limit=limit, offset=offset)
     return AccountPage(items=[_account(a) for a in page.items], total=page.total, limit=limit, offset=offset)
 
 

@@ -6,6 +6,7 @@ from mlservice.catalog import service
 from mlservice.catalog.schemas import AdminModelRead, ModelRead, ModelUpdate
 from mlservice.catalog.tables import CatalogModel
 from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
+from mlservice.errors import error_responses
 from mlservice.users.auth import AdminUser
 
 router = APIRouter(tags=["models"])
@@ -23,7 +24,7 @@ async def list_models(session: SessionDep, components: ComponentsDep) -> list[Mo
     return [_read(m, components) for m in await service.list_models(session)]
 
 
-@router.get("/models/{slug}", response_model=ModelRead)
+@router.get("/models/{slug}", response_model=ModelRead, responses=error_responses(404, 409))
 async def get_model(slug: str, session: SessionDep, components: ComponentsDep) -> ModelRead:
     return _read(await service.get_runnable_model(session, slug), components)
 
@@ -38,14 +39,24 @@ def _admin_read(model: CatalogModel, components: ComponentsDep) -> AdminModelRea
     )
 
 
-@router.get("/admin/models", response_model=list[AdminModelRead], tags=["admin"])
+@router.get(
+    "/admin/models",
+    response_model=list[AdminModelRead],
+    tags=["admin"],
+    responses=error_responses(401, 403),
+)
 async def admin_list_models(
     _: AdminUser, session: SessionDep, components: ComponentsDep
 ) -> list[AdminModelRead]:
     return [_admin_read(m, components) for m in await service.list_models(session, include_disabled=True)]
 
 
-@router.patch("/admin/models/{slug}", response_model=AdminModelRead, tags=["admin"])
+@router.patch(
+    "/admin/models/{slug}",
+    response_model=AdminModelRead,
+    tags=["admin"],
+    responses=error_responses(400, 401, 403, 404, 409),
+)
 async def admin_update_model(
     slug: str, body: ModelUpdate, _: AdminUser, session: WriteSessionDep, components: ComponentsDep
 ) -> AdminModelRead:

@@ -5,12 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from mlservice.deps import SessionDep, WriteSessionDep
+from mlservice.deps import OffsetQuery, SessionDep, WriteSessionDep
+from mlservice.errors import error_responses
 from mlservice.faces import service
 from mlservice.faces.schemas import FacePage, FaceRead
 from mlservice.users.auth import CurrentUser
 
-router = APIRouter(prefix="/faces", tags=["faces"])
+router = APIRouter(prefix="/faces", tags=["faces"], responses=error_responses(401))
 
 
 @router.get("", response_model=FacePage)
@@ -18,7 +19,7 @@ async def list_faces(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> FacePage:
     """Your enrolled faces (enroll with the `face-enroll` model), newest first."""
     page = await service.list_faces(session, user.id, limit=limit, offset=offset)
@@ -27,7 +28,12 @@ async def list_faces(
     )
 
 
-@router.delete("/{face_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete(
+    "/{face_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(404),
+)
 async def delete_face(face_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> Response:
     """Remove a face from your gallery; it is never matched again."""
     await service.delete_face(session, user.id, face_id)

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mlservice.deps import get_components
 from mlservice.errors import AppError
 from mlservice.history.tables import PredictionRequest
+from mlservice.observability.context import current_request_id, valid_request_id
 from mlservice.predictors.base import InvalidInput
 from mlservice.types import utcnow
 from mlservice.users.auth import CurrentUser
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SLUG_LENGTH = 64
-MAX_REQUEST_ID_LENGTH = 64
 
 
 @dataclass
@@ -125,8 +125,8 @@ async def record_refusal(db: Database, record: RequestRecord, exc: BaseException
 
 
 def request_id_of(request: Request) -> str | None:
-    value = getattr(request.state, "request_id", None) or request.headers.get("X-Request-ID")
-    return str(value)[:MAX_REQUEST_ID_LENGTH] if value else None
+    """The id the observability middleware gave this request (the client's X-Request-ID if valid)."""
+    return current_request_id() or valid_request_id(request.headers.get("X-Request-ID"))
 
 
 async def _describe_from_form(record: RequestRecord, request: Request) -> None:

@@ -50,7 +50,10 @@ class RequestStatus(enum.StrEnum):
 
 def as_utc(moment: datetime) -> datetime:
     """Query parameters without a zone are read as UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidPeriod(f"{moment.isoformat()} is out of range in UTC.") from None
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, _, row_id = raw.partition("|")
         return as_utc(datetime.fromisoformat(moment)), int(row_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except (binascii.Error, UnicodeDecodeError, ValueError, InvalidPeriod):
         raise InvalidCursor("This cursor is not one the history handed out.") from None
 
 
@@ -245,7 +248,10 @@ def check_period(
 ) -> tuple[datetime, datetime]:
     """``[since, until)`` in UTC; by default the ``default`` up to now."""
     end = as_utc(until) if until is not None else datetime.now(UTC)
-    start = as_utc(since) if since is not None else end - default
+    try:
+        start = as_utc(since) if since is not None else end - default
+    except OverflowError:
+        raise InvalidPeriod(f"There is no period of {default} before {end.isoformat()}.") from None
     if start >= end:
         raise InvalidPeriod("`since` must be before `until`.")
     return start, end

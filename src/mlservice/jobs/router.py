@@ -6,7 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep, WriteSessionDep
+from mlservice.errors import error_responses
 from mlservice.history.recording import PredictionRequestDep, add_answer
 from mlservice.jobs import service
 from mlservice.jobs.errors import FileTooLarge
@@ -16,7 +17,7 @@ from mlservice.predictors.base import InputLimits
 from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, limit_submissions
 from mlservice.users.auth import CurrentUser
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401))
 
 _CHUNK = 1024 * 1024
 
@@ -39,11 +40,9 @@ async def read_upload(upload: UploadFile | None, max_bytes: int) -> bytes | None
     "",
     response_model=JobRead,
     status_code=status.HTTP_201_CREATED,
-    responses={
-        402: {"description": "Not enough credits"},
-        413: {"description": "File too large"},
-        **RATE_LIMITED_RESPONSE,
-    },
+    # 400 a malformed Idempotency-Key, 402 not enough credits, 404 no such model, 409 model disabled,
+    # 413/415 an upload too large or of the wrong type, 503 the model is not installed here.
+    responses={**error_responses(400, 402, 404, 409, 413, 415, 503), **RATE_LIMITED_RESPONSE},
     dependencies=[Depends(limit_submissions)],
 )
 async def submit_job(
@@ -100,7 +99,7 @@ async def list_jobs(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     status: JobStatus | None = None,
     model: str | None = None,
 ) -> JobPage:
@@ -116,7 +115,7 @@ async def list_jobs(
 MAX_WAIT_S = 60.0
 
 
-@router.get("/{job_id}", response_model=JobRead)
+@router.get("/{job_id}", response_model=JobRead, responses=error_responses(404))
 async def get_job(
     job_id: uuid.UUID,
     user: CurrentUser,
@@ -140,7 +139,7 @@ async def get_job(
     return service.job_read(job)
 
 
-@router.post("/{job_id}/cancel", response_model=JobRead)
+@router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))
 async def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> JobRead:
     return service.job_read(await service.cancel(session, user.id, job_id))
 
@@ -157,7 +156,7 @@ def _attachment(stored: service.StoredFile) -> Response:
     )
 
 
-@router.get("/{job_id}/input", response_class=Response)
+@router.get("/{job_id}/input", response_class=Response, responses=error_responses(404))
 async def download_input(
     job_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
 ) -> Response:
@@ -165,7 +164,7 @@ async def download_input(
     return _attachment(await service.read_input(session, components.storage, user.id, job_id))
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=Response)
+@router.get("/{job_id}/artifacts/{name}", response_class=Response, responses=error_responses(404))
 async def download_artifact(
     job_id: uuid.UUID, name: str, user: CurrentUser, session: SessionDep, components: ComponentsDep
 ) -> Response:

@@ -5,14 +5,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from mlservice.deps import SessionDep, SettingsDep, WriteSessionDep
-from mlservice.errors import AppError
+from mlservice.deps import OffsetQuery, SessionDep, SettingsDep, WriteSessionDep
+from mlservice.errors import AppError, error_responses
 from mlservice.idempotency import service as idempotency
 from mlservice.users.auth import CurrentUser
 from mlservice.wallet import service
 from mlservice.wallet.schemas import EntryPage, EntryRead, RefillRequest, RefillResponse, WalletRead
 
-router = APIRouter(prefix="/wallet", tags=["wallet"])
+router = APIRouter(prefix="/wallet", tags=["wallet"], responses=error_responses(401))
 
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 
@@ -22,7 +22,7 @@ async def read_wallet(user: CurrentUser, session: SessionDep) -> WalletRead:
     return WalletRead.model_validate(await service.get_wallet(session, user.id))
 
 
-@router.post("/refill", response_model=RefillResponse)
+@router.post("/refill", response_model=RefillResponse, responses=error_responses(400))
 async def refill(
     body: RefillRequest,
     user: CurrentUser,
@@ -58,7 +58,7 @@ async def transactions(
     user: CurrentUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> EntryPage:
     """Ledger entries, newest first."""
     page = await service.list_entries(session, user.id, limit, offset)

@@ -1,0 +1,1 @@
+"""The web UI: server-rendered pages over the same services as the API, every asset served locally."""

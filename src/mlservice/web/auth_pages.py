@@ -1,0 +1,134 @@
+"""Register, log in and log out in the browser: forms that set and clear the session cookie."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import OAuth2PasswordRequestForm
+from fastapi_users import exceptions as user_errors
+
+from mlservice.deps import SettingsDep
+from mlservice.security.ratelimit import limit_logins, limit_registrations
+from mlservice.users.auth import COOKIE_NAME, get_jwt_strategy, get_user_manager
+from mlservice.users.manager import UserManager, password_problem
+from mlservice.users.router import get_write_user_manager
+from mlservice.users.schemas import UserCreate
+from mlservice.web.csrf import check_csrf
+from mlservice.web.deps import OptionalUser
+from mlservice.web.render import page, redirect, safe_next
+
+router = APIRouter(include_in_schema=False)
+
+CsrfField = Annotated[str | None, Form(alias="csrf_token")]
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, user: OptionalUser, next: str | None = None) -> Response:
+    if user is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return page(request, "login.html", user=None, nav="login", next=safe_next(next), email="")
+
+
+@router.post("/login", response_class=HTMLResponse, dependencies=[Depends(limit_logins)])
+async def login(
+    request: Request,
+    settings: SettingsDep,
+    manager: Annotated[UserManager, Depends(get_user_manager)],
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+    csrf: CsrfField = None,
+) -> Response:
+    check_csrf(request, csrf)
+    email = username.strip().lower()
+    credentials = OAuth2PasswordRequestForm(username=email, password=password)
+    user = await manager.authenticate(credentials)
+    if user is None or not user.is_active:
+        return page(
+            request,
+            "login.html",
+            user=None,
+            nav="login",
+            next=safe_next(next),
+            email=email,
+            error="Wrong e-mail or password, or the account is inactive.",
+            status_code=400,
+        )
+    token = await get_jwt_strategy(request).write_token(user)
+    response = redirect(safe_next(next))
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=settings.jwt_lifetime_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        path="/",
+    )
+    return response
+
+
+@router.get("/register", response_class=HTMLResponse)
+async def register_page(request: Request, user: OptionalUser) -> Response:
+    if user is not None:
+        return RedirectResponse("/", status_code=303)
+    return page(request, "register.html", user=None, nav="register", email="")
+
+
+@router.post("/register", response_class=HTMLResponse, dependencies=[Depends(limit_registrations)])
+async def register(
+    request: Request,
+    settings: SettingsDep,
+    manager: Annotated[UserManager, Depends(get_write_user_manager)],
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    password_again: Annotated[str, Form()] = "",
+    csrf: CsrfField = None,
+) -> Response:
+    check_csrf(request, csrf)
+    email = email.strip().lower()
+
+    def again(error: str) -> Response:
+        return page(
+            request, "register.html", user=None, nav="register", email=email, error=error, status_code=400
+        )
+
+    if password != password_again:
+        return again("The two passwords differ.")
+    problem = password_problem(password, email)
+    if problem:
+        return again(problem)
+    try:
+        body = UserCreate(email=email, password=password)
+    except ValueError:
+        return again("Enter a valid e-mail address.")
+    try:
+        user = await manager.create(body, safe=True)
+    except user_errors.UserAlreadyExists:
+        return again("An account with this e-mail address already exists. Log in instead?")
+    except user_errors.InvalidPasswordException as exc:
+        return again(str(exc.reason))
+    token = await get_jwt_strategy(request).write_token(user)
+    response = redirect(
+        "/", notice=f"Welcome! Your account starts with {settings.signup_bonus} free credits."
+    )
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=settings.jwt_lifetime_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, csrf: CsrfField = None) -> Response:
+    check_csrf(request, csrf)
+    response = redirect("/login", notice="You are logged out.")
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
