@@ -37,20 +37,21 @@ async def test_worker_metrics_and_json_logs(service_factory: Any, worker_env: di
         "MLSERVICE_LOG_LEVEL": "info",
         "MLSERVICE_WORKER_HEALTH_PORT": str(port),
     }
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.fixtures.worker",
-        "test-echo",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stderr = asyncio.create_task(worker.stderr.read())  # type: ignore[union-attr]
-    try:
-        async with service_factory(
-            [EchoText], broker_url=worker_env["MLSERVICE_BROKER_URL"], workers=0
-        ) as service:
+    # The worker starts once the app has migrated and seeded the database it reads its catalog from.
+    async with service_factory(
+        [EchoText], broker_url=worker_env["MLSERVICE_BROKER_URL"], workers=0
+    ) as service:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.fixtures.worker",
+            "test-echo",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stderr = asyncio.create_task(worker.stderr.read())  # type: ignore[union-attr]
+        try:
             headers = await service.user()
             request_id = "across-processes-1"
             job_id = (await submit_echo(service, headers, "far away", request_id=request_id)).json()["id"]
@@ -71,10 +72,13 @@ async def test_worker_metrics_and_json_logs(service_factory: Any, worker_env: di
             assert sample(s, "mlservice_model_loaded", model="test-echo") == 1
             # The worker serves no HTTP API: no request series.
             assert not any(name.startswith("mlservice_http_") for name, _ in s)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(worker.wait(), 30) == 0
-    lines = (await stderr).decode().splitlines()
+        finally:
+            if worker.returncode is None:
+                worker.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(worker.wait(), 30)
+            lines = (await stderr).decode().splitlines()
+            print("\n".join(lines[-60:]))  # shown by pytest when the test fails
+        assert code == 0, "\n".join(lines[-40:])
 
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     events = {e["event"]: e for e in entries if e.get("job_id") == job_id}

@@ -14,7 +14,7 @@ from mlservice.admin.schemas import (
     AdjustmentRequest,
     AdjustmentResponse,
 )
-from mlservice.deps import ComponentsDep, SessionDep, SettingsDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep, SettingsDep, WriteSessionDep
 from mlservice.history import service as history
 from mlservice.history import statistics
 from mlservice.history.schemas import HistoryDeleted, HistoryPage, Statistics
@@ -65,7 +65,7 @@ async def list_users(
     session: SessionDep,
     search: Annotated[str | None, Query(max_length=320, description="Part of the e-mail address")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> AccountPage:
     """Accounts with their balances, oldest first."""
     page = await service.list_accounts(session, search=search, limit=limit, offset=offset)

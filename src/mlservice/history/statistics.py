@@ -9,13 +9,28 @@ milliseconds, so there the durations are fetched and interpolated here, exactly 
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Select, case, cast, extract, func, null, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    null,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.history.schemas import (
@@ -25,7 +40,7 @@ from mlservice.history.schemas import (
     SizeSummary,
     Statistics,
 )
-from mlservice.history.service import queue_ms
+from mlservice.history.service import InvalidPeriod, queue_ms
 from mlservice.history.tables import PredictionRequest
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.predictors.base import Predictor
@@ -286,3 +301,103 @@ async def compute(
         overall=_model_statistics(None, overall, all_rejections, all_durations, {}),
         models=models,
     )
+
+
+# -- requests over time ------------------------------------------------------------------------------
+
+
+class Bucket(enum.StrEnum):
+    """How finely :func:`requests_over_time` slices a period (UTC hours or UTC days)."""
+
+    hour = "hour"
+    day = "day"
+
+    @property
+    def seconds(self) -> int:
+        return 3600 if self is Bucket.hour else 86400
+
+
+# A series longer than this is no longer a chart anyone reads; it is refused, not computed.
+MAX_BUCKETS = 1000
+
+
+@dataclass(frozen=True)
+class TimeBucket:
+    """Requests that arrived in ``[start, start + bucket)`` (clipped to the period asked for).
+
+    ``accepted`` counts the requests that created a job, ``failed`` those of them whose job has
+    failed by now (a part of ``accepted``), ``rejected`` the requests refused with an error status.
+    """
+
+    start: datetime
+    requests: int
+    accepted: int
+    rejected: int
+    failed: int
+
+
+def bucket_for(since: datetime, until: datetime) -> Bucket:
+    """Hours for periods up to three days, days beyond."""
+    return Bucket.hour if until - since <= timedelta(days=3) else Bucket.day
+
+
+def _bucket_number(dialect: str, width: int) -> ColumnElement[int]:
+    """Which bucket a request falls in: whole ``width`` seconds since the Unix epoch, in SQL."""
+    if dialect == "postgresql":
+        # An absolute instant: the epoch of a timestamptz does not depend on the session's zone.
+        epoch = extract("epoch", PredictionRequest.created_at)
+        return cast(func.floor(epoch / literal(width, Integer)), BigInteger)
+    # SQLite keeps UTC text ("YYYY-MM-DD HH:MM:SS.ffffff") and '%s' reads it as UTC seconds, but
+    # rounded to the millisecond: 10:59:59.9999 would land in the 11:00 bucket. The whole seconds
+    # alone are exact, and integer division of the (positive) result floors it.
+    whole_seconds = func.substr(PredictionRequest.created_at, 1, 19)
+    return cast(func.strftime("%s", whole_seconds), Integer) // width
+
+
+async def requests_over_time(
+    session: AsyncSession, since: datetime, until: datetime, bucket: Bucket
+) -> list[TimeBucket]:
+    """Requests in ``[since, until)`` (replays excluded, as in :func:`compute`) per UTC hour or day,
+    oldest first, with a zero bucket wherever nothing arrived."""
+    width = bucket.seconds
+    first, last = int(since.timestamp()) // width, math.ceil(until.timestamp() / width) - 1
+    if last - first + 1 > MAX_BUCKETS:
+        raise InvalidPeriod(
+            f"That is more than {MAX_BUCKETS} {bucket.value}s; choose a shorter period or a coarser bucket."
+        )
+    window: list[ColumnElement[bool]] = [
+        PredictionRequest.created_at >= since,
+        PredictionRequest.created_at < until,
+        PredictionRequest.replayed.is_(False),
+    ]
+    rows = _from_window(
+        select(
+            _bucket_number(session.bind.dialect.name, width).label("slot"),
+            PredictionRequest.http_status.label("http_status"),
+            Job.status.label("job_status"),
+        ),
+        window,
+    ).subquery()
+    # Grouped outside: PostgreSQL cannot match a GROUP BY to a select expression holding parameters.
+    stmt = (
+        select(
+            rows.c.slot,
+            func.count().label("requests"),
+            _count_if(rows.c.http_status < 400).label("accepted"),
+            _count_if(rows.c.http_status >= 400).label("rejected"),
+            _count_if(rows.c.job_status == JobStatus.failed.value).label("failed"),
+        )
+        .group_by(rows.c.slot)
+        .order_by(rows.c.slot)
+    )
+    found = {int(row.slot): row for row in await session.execute(stmt)}
+    series = []
+    for slot in range(first, last + 1):
+        row = found.get(slot)
+        counts = (
+            (int(row.requests), int(row.accepted), int(row.rejected), int(row.failed))
+            if row
+            else (0, 0, 0, 0)
+        )
+        series.append(TimeBucket(datetime.fromtimestamp(slot * width, UTC), *counts))
+    return series

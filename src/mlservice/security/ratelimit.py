@@ -24,7 +24,7 @@ from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from mlservice.errors import AppError
+from mlservice.errors import AppError, ErrorResponse
 from mlservice.security.rates import Rate
 from mlservice.users.auth import CurrentUser
 
@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RATE_LIMITED_RESPONSE: Final[dict[int | str, dict[str, Any]]] = {
-    429: {"description": "Too many requests: retry after the seconds in the Retry-After header"}
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many requests: retry after the seconds in the Retry-After header",
+    }
 }
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from mlservice.deps import SessionDep
+from mlservice.deps import SessionDep, get_components
 from mlservice.errors import Forbidden
-from mlservice.users.auth import fastapi_users
+from mlservice.users.auth import COOKIE_NAME, fastapi_users, get_jwt_strategy
+from mlservice.users.manager import UserDatabase, UserManager
 from mlservice.users.tables import User
 from mlservice.wallet import service as wallet_service
 from mlservice.wallet.tables import Wallet
 from mlservice.web.render import LoginRequired
+
+log = logging.getLogger(__name__)
 
 _optional_user = fastapi_users.current_user(optional=True, active=True)
 
@@ -44,3 +48,27 @@ async def page_wallet(user: PageUser, session: SessionDep) -> Wallet:
 
 
 PageWallet = Annotated[Wallet, Depends(page_wallet)]
+
+
+async def viewer_from_cookie(request: Request) -> tuple[User | None, Wallet | None]:
+    """Who sent ``request``, read straight from the session cookie, for pages rendered outside the
+    dependency system (error pages): a signed-in visitor keeps the navigation on a 404.
+
+    Best effort: any failure (no cookie, a bad token, the database unreachable) means anonymous.
+    """
+    token = request.cookies.get(COOKIE_NAME)
+    if not token:
+        return None, None
+    components = get_components(request)
+    try:
+        async with components.db.session() as session:
+            manager = UserManager(
+                UserDatabase(session, components.settings.signup_bonus), components.settings
+            )
+            user = await get_jwt_strategy(request).read_token(token, manager)
+            if user is None or not user.is_active:
+                return None, None
+            return user, await wallet_service.get_wallet(session, user.id)
+    except Exception:  # an error page must render whatever went wrong here
+        log.warning("could not identify the visitor of an error page", exc_info=True)
+        return None, None

@@ -5,42 +5,96 @@ from __future__ import annotations
 import inspect
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
 from mlservice.errors import AppError
-from mlservice.web import auth_pages, pages
+from mlservice.web import admin_pages, auth_pages, pages
+from mlservice.web.csrf import ApiCsrfMiddleware
+from mlservice.web.deps import viewer_from_cookie
 from mlservice.web.render import STATIC_DIR, LoginRequired, login_redirect, page
 
 # Paths that are the JSON API or the machine endpoints: their errors stay JSON.
 _NOT_PAGES = ("/api/", "/health", "/ready", "/metrics", "/static/", "/docs", "/redoc", "/openapi.json")
 
-_TITLES = {401: "Please log in", 403: "Not allowed", 404: "Not found", 409: "Not possible", 429: "Slow down"}
+_TITLES = {
+    400: "Bad request",
+    401: "Please log in",
+    402: "Not enough credits",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Not possible",
+    413: "Too large",
+    429: "Slow down",
+}
+_MESSAGES = {
+    404: "There is no page at this address, or it is not yours to see.",
+    405: "This page cannot be used this way.",
+}
 
 
 def is_page(request: Request) -> bool:
     return not request.url.path.startswith(_NOT_PAGES)
 
 
+async def error_page(request: Request, status_code: int, message: str) -> Response:
+    user, wallet = await viewer_from_cookie(request)
+    title = _TITLES.get(status_code, "Something is wrong")
+    return page(
+        request, "error.html", user=user, wallet=wallet, status_code=status_code, title=title, message=message
+    )
+
+
+async def _answer(handler: object, request: Request, exc: Exception) -> Response:
+    assert callable(handler)
+    answer = handler(request, exc)
+    response = await answer if inspect.isawaitable(answer) else answer
+    assert isinstance(response, Response)
+    return response
+
+
 def install_web(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="web-static")
+    # Innermost (add_middleware would put it outermost): its refusals pass through the security
+    # headers and the request logs like any other answer.
+    app.user_middleware.append(Middleware(ApiCsrfMiddleware))
     app.include_router(auth_pages.router)
     app.include_router(pages.router)
+    app.include_router(admin_pages.router)
 
     @app.exception_handler(LoginRequired)
     async def login_required(_: Request, exc: LoginRequired) -> Response:
         return login_redirect(exc.next_url)
 
-    json_handler = app.exception_handlers[AppError]
+    json_app_error = app.exception_handlers[AppError]
+    json_http_error = app.exception_handlers[StarletteHTTPException]
+    json_validation_error = app.exception_handlers[RequestValidationError]
 
     async def app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
         if not is_page(request):
-            answer = json_handler(request, exc)
-            return await answer if inspect.isawaitable(answer) else answer
-        title = _TITLES.get(exc.status_code, "Something is wrong")
-        return page(
-            request, "error.html", user=None, status_code=exc.status_code, title=title, message=exc.message
-        )
+            return await _answer(json_app_error, request, exc)
+        return await error_page(request, exc.status_code, exc.message)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own answers: no route for the path (404), a wrong method (405).
+        assert isinstance(exc, StarletteHTTPException)
+        if not is_page(request):
+            return await _answer(json_http_error, request, exc)
+        message = _MESSAGES.get(exc.status_code) or (exc.detail if isinstance(exc.detail, str) else "")
+        response = await error_page(request, exc.status_code, message)
+        response.headers.update(exc.headers or {})
+        return response
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        if not is_page(request):
+            return await _answer(json_validation_error, request, exc)
+        return await error_page(request, 400, "The address or the form has a value this page cannot use.")
 
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

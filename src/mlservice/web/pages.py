@@ -1,19 +1,352 @@
-"""The signed-in user's pages."""
+"""The signed-in user's pages: the model catalog, a submit page per model, jobs, wallet, faces.
+
+Pages read through the services, as the API does; what a page changes in the browser goes either
+through the JSON API from ``app.js`` (job submission: rate limits, request history and idempotency
+apply exactly as for any client) or through a small form route here (top-up, cancel, face delete),
+each checked against the CSRF cookie.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mlservice.catalog import service as catalog
-from mlservice.deps import SessionDep
+from mlservice.catalog.tables import CatalogModel
+from mlservice.deps import ComponentsDep, SessionDep, SettingsDep, WriteSessionDep
+from mlservice.errors import AppError
+from mlservice.faces import service as faces
+from mlservice.faces.service import FaceNotFound
+from mlservice.idempotency import service as idempotency
+from mlservice.jobs import service as jobs
+from mlservice.jobs.errors import JobNotCancelable, JobNotFound
+from mlservice.jobs.service import MAX_TEXT_LENGTH
+from mlservice.jobs.tables import Job, JobStatus
+from mlservice.wallet import service as wallet_service
+from mlservice.wallet.schemas import EntryRead, RefillResponse, WalletRead
+from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import PageUser, PageWallet
-from mlservice.web.render import page
+from mlservice.web.param_form import param_fields
+from mlservice.web.render import page, redirect
+from mlservice.web.results import job_result_view
 
 router = APIRouter(include_in_schema=False)
+
+PER_PAGE = 20
+# Far past anything a person pages through; keeps the offset inside what the databases take.
+MAX_PAGE = 1_000_000
+PageNumber = Annotated[int, Query(alias="page", ge=1, le=MAX_PAGE)]
+CsrfField = Annotated[str | None, Form(alias="csrf_token")]
+
+# Upload types a browser shows in <img>: an image job's input is served inline only as one of
+# these (by the format the server decoded at submit), never with a type taken from the upload.
+INLINE_IMAGE_TYPES = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+}
+# What the file pickers offer: the formats the image models accept.
+IMAGE_ACCEPT = "image/jpeg,image/png,image/webp,image/gif,image/bmp,image/tiff"
+
+
+@dataclass(frozen=True)
+class Pager:
+    """Where a listing is: page ``number`` of ``per_page`` items among ``total``."""
+
+    number: int
+    per_page: int
+    total: int
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.per_page
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+
+def _pager(number: int, total: int = 0) -> Pager:
+    return Pager(number, PER_PAGE, total)
+
+
+def _parse_id(value: str, not_found: AppError) -> uuid.UUID:
+    # Path ids are parsed here rather than typed as UUID: a malformed one is a 404 page, like an
+    # unknown one, not a validation error.
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise not_found from None
 
 
 @router.get("/", response_class=HTMLResponse)
 async def home(request: Request, user: PageUser, wallet: PageWallet, session: SessionDep) -> Response:
     models = await catalog.list_models(session)
     return page(request, "home.html", user=user, wallet=wallet, nav="home", models=models)
+
+
+# -- running a model -------------------------------------------------------------------------------
+
+
+@router.get("/models/{slug}", response_class=HTMLResponse)
+async def model_page(
+    request: Request,
+    slug: str,
+    user: PageUser,
+    wallet: PageWallet,
+    session: SessionDep,
+    components: ComponentsDep,
+) -> Response:
+    model = await catalog.get_model(session, slug)
+    predictor = components.predictors.get(model.slug)
+    if not model.enabled or predictor is None:
+        raise catalog.ModelNotFound(f"The model {slug!r} is not available.")
+    gallery_size = None
+    if model.task == "face-identification":
+        gallery_size = (await faces.list_faces(session, user.id, limit=1, offset=0)).total
+    settings = components.settings
+    return page(
+        request,
+        "model.html",
+        user=user,
+        wallet=wallet,
+        nav="home",
+        model=model,
+        fields=param_fields(predictor.params_model),
+        accept=IMAGE_ACCEPT if model.input_kind == "image" else "",
+        max_upload_bytes=settings.max_upload_bytes,
+        max_upload_mb=round(settings.max_upload_bytes / 1024 / 1024, 1),
+        max_text_length=MAX_TEXT_LENGTH,
+        gallery_size=gallery_size,
+    )
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+
+async def _titles(session: SessionDep) -> dict[str, str]:
+    return {m.slug: m.title for m in await catalog.list_models(session, include_disabled=True)}
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+async def jobs_page(
+    request: Request, user: PageUser, wallet: PageWallet, session: SessionDep, number: PageNumber = 1
+) -> Response:
+    pager = _pager(number)
+    listing = await jobs.list_jobs(session, user.id, limit=PER_PAGE, offset=pager.offset)
+    return page(
+        request,
+        "jobs.html",
+        user=user,
+        wallet=wallet,
+        nav="jobs",
+        jobs=[jobs.job_summary(job) for job in listing.items],
+        titles=await _titles(session),
+        pager=_pager(number, listing.total),
+    )
+
+
+def _inline_image_type(job: Job, model: CatalogModel) -> str | None:
+    if model.input_kind != "image" or job.input_file is None:
+        return None
+    return INLINE_IMAGE_TYPES.get(str(job.input_meta.get("format")))
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def job_page(
+    request: Request, job_id: str, user: PageUser, wallet: PageWallet, session: SessionDep
+) -> Response:
+    job = await jobs.get_owned_job(session, user.id, _parse_id(job_id, JobNotFound("Job not found.")))
+    model = await catalog.get_model(session, job.model_slug)
+    read = jobs.job_read(job)
+    image_url = f"/jobs/{job.id}/input-image" if _inline_image_type(job, model) else None
+    return page(
+        request,
+        "job.html",
+        user=user,
+        wallet=wallet,
+        nav="jobs",
+        job=read,
+        model=model,
+        finished=JobStatus(job.status).finished,
+        image_url=image_url,
+        result=job_result_view(model.task, job.output, job.input_meta),
+    )
+
+
+@router.get("/jobs/{job_id}/input-image")
+async def job_input_image(
+    job_id: str, user: PageUser, session: SessionDep, components: ComponentsDep
+) -> Response:
+    """The owner's uploaded image, inline, for <img> on the job page.
+
+    The API serves uploads as opaque attachments; this serves only inputs of image models, which
+    the server decoded and identified at submit, with the type of that decoded format. Nothing
+    here is taken from the upload's own name or claimed type.
+    """
+    not_found = JobNotFound("This job has no image to show.", code="file_not_found")
+    job = await jobs.get_owned_job(session, user.id, _parse_id(job_id, JobNotFound("Job not found.")))
+    media_type = _inline_image_type(job, await catalog.get_model(session, job.model_slug))
+    if media_type is None:
+        raise not_found
+    stored = await jobs.read_input(session, components.storage, user.id, job.id)
+    extension = media_type.removeprefix("image/")
+    return Response(
+        stored.data,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'inline; filename="{job.id}-input.{extension}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            # Photos of people: kept out of shared caches and the browser's disk cache alike.
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(
+    request: Request, job_id: str, user: PageUser, session: WriteSessionDep, csrf: CsrfField = None
+) -> Response:
+    check_csrf(request, csrf)
+    parsed = _parse_id(job_id, JobNotFound("Job not found."))
+    try:
+        await jobs.cancel(session, user.id, parsed)
+    except JobNotCancelable as exc:
+        return redirect(f"/jobs/{parsed}", error=exc.message)
+    return redirect(f"/jobs/{parsed}", notice="The job is canceled and its credits are released.")
+
+
+# -- wallet ----------------------------------------------------------------------------------------
+
+DEFAULT_TOP_UP = 100
+
+
+async def _wallet_page(
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    number: int,
+    *,
+    amount: int | str = DEFAULT_TOP_UP,
+    error: str | None = None,
+) -> Response:
+    wallet = await wallet_service.get_wallet(session, user.id)
+    pager = _pager(number)
+    listing = await wallet_service.list_entries(session, user.id, PER_PAGE, pager.offset)
+    return page(
+        request,
+        "wallet.html",
+        user=user,
+        wallet=wallet,
+        nav="wallet",
+        entries=listing.items,
+        pager=_pager(number, listing.total),
+        max_top_up=settings.max_refill_amount,
+        amount=amount,
+        top_up_error=error,
+        # One key per rendered form: submitting it twice (a double click, a resend) pays once.
+        idempotency_key=uuid.uuid4().hex,
+        status_code=400 if error else 200,
+    )
+
+
+@router.get("/wallet", response_class=HTMLResponse)
+async def wallet_page(
+    request: Request, user: PageUser, session: SessionDep, settings: SettingsDep, number: PageNumber = 1
+) -> Response:
+    return await _wallet_page(request, user, session, settings, number)
+
+
+@router.post("/wallet/top-up", response_class=HTMLResponse)
+async def top_up(
+    request: Request,
+    user: PageUser,
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    amount: Annotated[str, Form()] = "",
+    idempotency_key: Annotated[str, Form()] = "",
+    csrf: CsrfField = None,
+) -> Response:
+    """A demo payment, as ``POST /api/wallet/refill`` (same idempotency scope and fingerprint)."""
+    check_csrf(request, csrf)
+    try:
+        credits = int(amount.strip())
+    except ValueError:
+        credits = 0
+    if not 0 < credits <= settings.max_refill_amount:
+        message = f"Enter a whole number of credits from 1 to {settings.max_refill_amount}."
+        return await _wallet_page(request, user, session, settings, 1, amount=amount[:20], error=message)
+
+    async def operation() -> tuple[int, dict[str, Any]]:
+        entry = await wallet_service.top_up(session, user.id, credits)
+        wallet = await wallet_service.get_wallet(session, user.id)
+        result = RefillResponse(
+            wallet=WalletRead.model_validate(wallet), entry=EntryRead.model_validate(entry)
+        )
+        return 200, result.model_dump(mode="json")
+
+    outcome = await idempotency.run_once(
+        session,
+        user.id,
+        "wallet.refill",
+        idempotency_key.strip() or None,
+        idempotency.request_fingerprint(amount=credits),
+        operation,
+    )
+    if outcome.replayed:
+        return redirect("/wallet", notice="This top-up was already made; it was not charged twice.")
+    return redirect("/wallet", notice=f"Added {credits} credits to your wallet.")
+
+
+# -- faces -----------------------------------------------------------------------------------------
+
+
+@router.get("/faces", response_class=HTMLResponse)
+async def faces_page(
+    request: Request,
+    user: PageUser,
+    wallet: PageWallet,
+    session: SessionDep,
+    components: ComponentsDep,
+    number: PageNumber = 1,
+) -> Response:
+    pager = _pager(number)
+    listing = await faces.list_faces(session, user.id, limit=PER_PAGE, offset=pager.offset)
+    runnable = {m.slug for m in await catalog.list_models(session) if m.slug in components.predictors}
+    return page(
+        request,
+        "faces.html",
+        user=user,
+        wallet=wallet,
+        nav="faces",
+        faces=listing.items,
+        pager=_pager(number, listing.total),
+        can_enroll="face-enroll" in runnable,
+        can_identify="face-identify" in runnable,
+    )
+
+
+@router.post("/faces/{face_id}/delete")
+async def delete_face(
+    request: Request, face_id: str, user: PageUser, session: WriteSessionDep, csrf: CsrfField = None
+) -> Response:
+    check_csrf(request, csrf)
+    await faces.delete_face(session, user.id, _parse_id(face_id, FaceNotFound("Face not found.")))
+    return redirect("/faces", notice="The face was removed from your gallery; it is never matched again.")

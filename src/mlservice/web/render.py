@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,26 @@ templates = Jinja2Templates(directory=HERE / "templates")
 STATIC_DIR = HERE / "static"
 
 FLASH_COOKIE = "mlservice_flash"
+
+
+def _when(value: datetime | None) -> str:
+    """A timestamp as pages show it (UTC; app.js rewrites ``<time data-local>`` in local time)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""
+
+
+def _signed(value: int) -> str:
+    return f"+{value}" if value > 0 else ("\u2212" + str(-value) if value < 0 else "0")
+
+
+def _duration(milliseconds: float | None) -> str:
+    if milliseconds is None:
+        return ""
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
+    return f"{milliseconds / 1000:.1f} s"
+
+
+templates.env.filters.update(when=_when, signed=_signed, duration=_duration)
 
 
 class LoginRequired(Exception):
