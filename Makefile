@@ -1,5 +1,6 @@
 # `make run`: set up and start mlservice on the embedded default (SQLite, local files, in-process workers).
-# `make test`: set up and run the linters, the type checker and the whole test suite.
+# `make test`: set up and run the linters, the type checker and the whole test suite (the browser tests'
+# Chromium is installed when missing: `make chromium`).
 
 PYTHON ?= python3
 VENV ?= .venv

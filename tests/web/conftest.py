@@ -328,7 +328,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 def browser_new_page(
-    browser_chromium: Browser, browser_console: BrowserConsole, request: pytest.FixtureRequest
+    browser_chromium: Browser,
+    browser_console: BrowserConsole,
+    browser_screenshots: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., Page]]:
     """``new_page(base_url, viewport=DESKTOP, **context_options)``: a page in a context of its own
     (its own cookies); all are closed at the end of the test, after the console check."""
@@ -345,7 +348,7 @@ def browser_new_page(
     yield new_page
     try:
         if request.node.stash.get(FAILED, False):
-            failures = SCREENSHOTS / "failures"
+            failures = browser_screenshots / "failures"
             failures.mkdir(parents=True, exist_ok=True)
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::", 1)[-1])
             for i, page in enumerate(p for c in contexts for p in c.pages):
@@ -365,7 +368,9 @@ def browser_page(browser_new_page: Callable[..., Page], live_server: LiveServer)
 
 @pytest.fixture(scope="session")
 def browser_screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """This run's screenshot folder, emptied of the last run's."""
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
     return SCREENSHOTS
 
 

@@ -17,7 +17,7 @@ Format = Callable[[float], str]
 # Text in the SVG is drawn in viewBox units: a chart narrower than its viewBox shrinks its text,
 # so the page scrolls a chart sideways below a minimum width rather than shrink it further.
 FONT = 12
-CHAR_WIDTH = 6.6  # about the advance of a system-ui character at FONT
+CHAR_WIDTH = 7.3  # about the widest system-ui fonts' average advance at FONT
 MAX_LABEL_CHARS = 26
 
 
@@ -61,6 +61,7 @@ class Chart:
     right: float
     bottom: float
     series: list[Series]
+    kind: str = "bars"  # "columns" (over time) or "bars" (per category): sets its minimum width
     bars: list[Bar] = field(default_factory=list)
     x_ticks: list[Tick] = field(default_factory=list)
     y_ticks: list[Tick] = field(default_factory=list)
@@ -122,7 +123,16 @@ class Column:
 def stacked_columns(columns: Sequence[Column], series: Sequence[Series], *, max_labels: int = 8) -> Chart:
     """Columns over time, each a stack of the series' values (requests by outcome per hour)."""
     width, height = 720, 280
-    chart = Chart(width, height, left=48, top=14, right=width - 12, bottom=height - 40, series=list(series))
+    chart = Chart(
+        width,
+        height,
+        left=48,
+        top=14,
+        right=width - 12,
+        bottom=height - 40,
+        series=list(series),
+        kind="columns",
+    )
     if not columns:
         return chart
     ticks = nice_ticks(max(sum(c.values) for c in columns))
@@ -175,8 +185,8 @@ def horizontal_bars(
 ) -> Chart:
     """A bar per series for each group, side by side, lengths on one shared axis."""
     longest = max((len(shorten(g.label)) for g in groups), default=4)
-    left = min(12 + longest * CHAR_WIDTH, 200)
-    width = 640
+    left = min(12 + longest * CHAR_WIDTH, 210)
+    width = 560
     per_group = bar_height * len(series) + 12
     height = 14 + per_group * max(len(groups), 1) + 30
     chart = Chart(

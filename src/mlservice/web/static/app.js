@@ -57,7 +57,7 @@ window.mlservice = (() => {
     box.replaceChildren(text);
     if (error.status === 402 || error.code === "insufficient_credits") {
       const more = document.createElement("p");
-      more.append("You need more credits for this run: ", link("/wallet#top-up", "top up your wallet"), ", then submit again.");
+      more.append(link("/wallet#top-up", "Top up your wallet"), ", then submit again.");
       box.append(more);
     } else if (error.status === 401) {
       const more = document.createElement("p");
@@ -251,6 +251,14 @@ window.mlservice = (() => {
     const id = section.dataset.jobId;
     const message = section.querySelector("[data-live-message]");
     let failures = 0;
+    // Leaving the page (the cancel form, a link): the answer to a pending poll must not reload it,
+    // or the reload would replace the navigation under way and lose its notice.
+    let leaving = false;
+    const pending = new AbortController();
+    const leave = () => { leaving = true; pending.abort(); };
+    document.addEventListener("submit", (event) => { if (!event.defaultPrevented) leave(); });
+    window.addEventListener("pagehide", leave);
+    window.addEventListener("pageshow", (event) => { if (event.persisted) location.reload(); });
 
     function show(status) {
       if (section.dataset.status === status) return;
@@ -264,15 +272,18 @@ window.mlservice = (() => {
     }
 
     async function wait() {
+      if (leaving) return;
       const started = Date.now();
       try {
-        const job = await api(`/api/jobs/${encodeURIComponent(id)}?wait=25`);
+        const job = await api(`/api/jobs/${encodeURIComponent(id)}?wait=25`, { signal: pending.signal });
+        if (leaving) return;
         failures = 0;
         if (FINISHED.includes(job.status)) { location.reload(); return; }
         show(job.status);
         // The server answers at once if it does not wait: never ask more than once a second.
         setTimeout(wait, Math.max(0, 1000 - (Date.now() - started)));
       } catch (error) {
+        if (leaving) return;
         if (error.status === 401 || error.status === 404) { location.reload(); return; }
         failures += 1;
         setTimeout(wait, Math.min(30000, 1000 * 2 ** failures));
