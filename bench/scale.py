@@ -596,6 +596,9 @@ async def bench_inprocess(
                 config="a in-process",
                 batching="on" if batching else "off",
             )
+        except Exception:
+            print(f"    server log (last lines):\n{child.tail()}", flush=True)
+            raise
         finally:
             child.stop()
 

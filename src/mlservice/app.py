@@ -12,6 +12,8 @@ from fastapi import APIRouter, FastAPI
 
 from mlservice import __version__
 from mlservice.admin.router import router as admin_router
+from mlservice.apikeys.auth import KeyUses
+from mlservice.apikeys.router import router as apikeys_router
 from mlservice.catalog.router import router as catalog_router
 from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
@@ -35,6 +37,7 @@ from mlservice.predictors.vector_index import VectorIndexFactory
 from mlservice.queue.base import JobQueue
 from mlservice.queue.memory import InProcessQueue
 from mlservice.queue.rabbitmq import RabbitMQQueue
+from mlservice.replicate.router import router as replicate_router
 from mlservice.security.install import install_proxy_headers, install_security
 from mlservice.security.ratelimit import RateLimiter
 from mlservice.settings import Settings
@@ -45,6 +48,8 @@ from mlservice.users.auth import configure_auth
 from mlservice.users.router import router as users_router
 from mlservice.wallet.router import router as wallet_router
 from mlservice.web.install import install_web
+from mlservice.webhooks.deliverer import RetryPolicy, WebhookDeliverer
+from mlservice.webhooks.router import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,8 @@ class Components:
     pool: PredictorPool
     workers: JobWorkers | None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    webhooks: WebhookDeliverer | None = None
+    api_key_uses: KeyUses = field(default_factory=KeyUses)
 
 
 def build_components(
@@ -114,7 +121,16 @@ def build_components(
             sweep_interval_s=settings.sweep_interval_seconds,
             relay_after_s=settings.relay_after_seconds,
         )
-    return Components(settings, db, storage, queue, publisher, events, predictors, pool, workers, metrics)
+    deliverer = WebhookDeliverer(
+        db,
+        timeout_s=settings.webhook_timeout_seconds,
+        policy=RetryPolicy(settings.webhook_max_attempts, tuple(settings.webhook_retry_delays)),
+        allow_private=settings.webhook_allow_private,
+        concurrency=settings.webhook_concurrency,
+    )
+    return Components(
+        settings, db, storage, queue, publisher, events, predictors, pool, workers, metrics, deliverer
+    )
 
 
 async def connect_queue(components: Components) -> None:
@@ -122,6 +138,8 @@ async def connect_queue(components: Components) -> None:
         await components.queue.connect(components.predictors)
     await components.publisher.start()
     await components.events.start()
+    if components.webhooks is not None:
+        await components.webhooks.start()
 
 
 async def close_components(components: Components) -> None:
@@ -130,6 +148,8 @@ async def close_components(components: Components) -> None:
         await components.workers.stop()
     await components.publisher.stop()
     await components.events.stop()
+    if components.webhooks is not None:
+        await components.webhooks.stop()
     await components.queue.close()
     await components.db.dispose()
 
@@ -175,10 +195,14 @@ def create_app(
     api.include_router(wallet_router)
     api.include_router(catalog_router)
     api.include_router(jobs_router)
+    api.include_router(webhooks_router)
     api.include_router(faces_router)
+    api.include_router(apikeys_router)
     # 400: a request body that cannot be decoded.
     api.include_router(admin_router, responses=error_responses(400, 401, 403, 404, 409))
     app.include_router(api)
+    # Replicate's HTTP API, for its clients; errors in its own shape (see ReplicateRoute).
+    app.include_router(replicate_router)
     app.include_router(health_router)
     if settings.metrics_enabled:
         app.include_router(metrics_router)

@@ -1,4 +1,5 @@
-"""``mlservice``: one subcommand per process and per maintenance task."""
+"""``mlservice``: one subcommand per process and per maintenance task, and the client's commands
+(login, models, predict, job, jobs, download, balance) that talk to a server over HTTP."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import getpass
 import os
 import sys
 
+from mlservice.client import commands as client_commands
 from mlservice.observability.logs import configure_logging
 from mlservice.settings import Settings
 
@@ -168,13 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--var-dir", default="var/deploy-local", help="shared by every process")
     deploy.set_defaults(handler=_deploy_local)
 
-    models = sub.add_parser("models", help="model files")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models = sub.add_parser(
+        "models", help="client: the server's catalog; `models prepare|list`: this machine's model files"
+    )
+    models_sub = models.add_subparsers(dest="models_command")
     prepare = models_sub.add_parser("prepare", help="build model files into the model cache")
     prepare.add_argument("slugs", nargs="*")
     prepare.add_argument("--force", action="store_true")
-    models_sub.add_parser("list", help="list installed predictors")
-    models.set_defaults(handler=_models)
+    prepare.set_defaults(client_handler=None)
+    models_sub.add_parser("list", help="list installed predictors").set_defaults(client_handler=None)
+    # Bare `mlservice models` is the client's catalog listing; the subcommands stay the server's.
+    models.set_defaults(handler=_models, client_handler=client_commands.list_models)
+
+    client_commands.add_commands(sub)
     return parser
 
 
@@ -183,6 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     # cores onnxruntime is about to use (measured: a MiniLM batch of 4 went from 15.9 to 8.8 ms).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
+    client_handler = getattr(args, "client_handler", None)
+    if client_handler is not None:
+        # The client reads no server settings (a server's .env must not break it), logs nothing.
+        sys.exit(client_commands.run(client_handler, args))
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(args.handler(settings, args))

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -81,12 +82,25 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+def _configure_postgresql(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # A connection the server closed (restart, idle timeout) is seen by asyncpg as soon as its
+        # socket reads the end of the stream: hand out another one instead. This is what a ping
+        # would catch, without a round trip on every checkout (several per request).
+        raw = getattr(dbapi_connection, "_connection", None)
+        if raw is not None and raw.is_closed():
+            raise DisconnectionError("the server closed this connection")
+
+
 def make_engine(url: str, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800)
+    _configure_postgresql(engine)
+    return engine
 
 
 class Database:
@@ -98,6 +112,15 @@ class Database:
         self.engine = make_engine(url, echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads on PostgreSQL run without BEGIN/COMMIT (two round trips of the four a poll would
+        # cost): each statement is its own snapshot. Anything that writes uses write=True.
+        self.read_sessionmaker = (
+            self.sessionmaker
+            if self.is_sqlite
+            else async_sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            )
+        )
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
 
     @asynccontextmanager
@@ -107,7 +130,7 @@ class Database:
         if writer is not None:
             await writer.acquire()
         try:
-            async with self.sessionmaker() as session:
+            async with (self.sessionmaker if write else self.read_sessionmaker)() as session:
                 session.info["database"] = self
                 try:
                     yield session

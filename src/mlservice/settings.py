@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     # A queued job unconfirmed for this long is republished (its submitter's publish failed or died).
     relay_after_seconds: float = Field(default=10.0, gt=0)
 
+    # Webhooks. Private, loopback and link-local destinations are refused unless allowed (a guard
+    # against requests into the service's own network); a receiver gets this long to answer.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Attempts before a delivery is given up; seconds before each retry (the last one repeats),
+    # each with +-20% jitter.
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_delays: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 1800, 3600, 7200]
+    # Deliveries in flight at once in one process.
+    webhook_concurrency: int = Field(default=16, ge=1)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "console": readable lines (`make run`); "json": one JSON object per line for a log collector.
     log_format: Literal["console", "json"] = "console"
@@ -92,6 +103,7 @@ class Settings(BaseSettings):
     rate_limit_login_ip: Rate | None = Rate(60, 60)  # per client address, whatever the e-mail
     rate_limit_register: Rate | None = Rate(5, 60)  # per client address
     rate_limit_submit: Rate | None = Rate(120, 60)  # job submissions per user
+    rate_limit_api_keys: Rate | None = Rate(20, 3600)  # API keys created per user
     # redis://host:6379/0: API processes share their rate limit counters there. Empty: each process
     # counts on its own. When Redis is down, requests are let through (and a warning logged).
     redis_url: str = ""
@@ -115,17 +127,31 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "rate_limit_login", "rate_limit_login_ip", "rate_limit_register", "rate_limit_submit", mode="before"
+        "rate_limit_login",
+        "rate_limit_login_ip",
+        "rate_limit_register",
+        "rate_limit_submit",
+        "rate_limit_api_keys",
+        mode="before",
     )
     @classmethod
     def _parse_rate(cls, value: object) -> object:
         return parse_rate(value) if isinstance(value, str) else value
 
-    @field_validator("forwarded_allow_ips", "cors_origins", "trusted_hosts", mode="before")
+    @field_validator(
+        "forwarded_allow_ips", "cors_origins", "trusted_hosts", "webhook_retry_delays", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _check_delays(cls, value: list[float]) -> list[float]:
+        if not value or any(delay <= 0 for delay in value):
+            raise ValueError("retry delays are one or more positive numbers of seconds")
         return value
 
     @field_validator("forwarded_allow_ips")

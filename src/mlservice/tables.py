@@ -1,18 +1,22 @@
 """Every table, imported in one place so ``Base.metadata`` is complete (Alembic, tests)."""
 
+from mlservice.apikeys.tables import ApiKey
 from mlservice.catalog.tables import CatalogModel
 from mlservice.db import Base
 from mlservice.faces.tables import FaceEntry
 from mlservice.history.tables import PredictionRequest
 from mlservice.idempotency.tables import IdempotencyKey
 from mlservice.jobs.tables import Job
+from mlservice.replicate.tables import UploadedFile
 from mlservice.storage.database import FileBlob
 from mlservice.users.tables import User
 from mlservice.wallet.tables import Hold, LedgerEntry, Wallet
+from mlservice.webhooks.tables import WebhookDelivery, WebhookSecret
 
 metadata = Base.metadata
 
 __all__ = [
+    "ApiKey",
     "CatalogModel",
     "FaceEntry",
     "FileBlob",
@@ -21,7 +25,10 @@ __all__ = [
     "Job",
     "LedgerEntry",
     "PredictionRequest",
+    "UploadedFile",
     "User",
     "Wallet",
+    "WebhookDelivery",
+    "WebhookSecret",
     "metadata",
 ]

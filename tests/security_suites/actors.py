@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from mlservice.apikeys.tables import ApiKey
 from mlservice.faces import service as faces
 from mlservice.faces.tables import FaceEntry
 from mlservice.jobs.executor import JobExecutor
@@ -65,7 +66,7 @@ class Owned:
 
 async def owned_objects(service: Service, owner: Account, *, settled: bool) -> Owned:
     """A job with an uploaded input (run to success when ``settled``, else left queued), a face,
-    a ledger entry; each carrying a secret that only the owner may ever read back."""
+    a ledger entry, an API key; each carrying a secret that only the owner may ever read back."""
     secret = f"secret-{uuid.uuid4().hex}"
     r = await service.client.post(
         "/api/jobs",
@@ -82,15 +83,19 @@ async def owned_objects(service: Service, owner: Account, *, settled: bool) -> O
         entry_id = await session.scalar(
             select(func.max(LedgerEntry.id)).where(LedgerEntry.user_id == owner.id)
         )
+    r = await service.client.post("/api/keys", json={"name": secret}, headers=owner.headers)
+    assert r.status_code == 201, r.text
+    api_key = r.json()
     values = {
         "job_id": job_id,
+        "key_id": api_key["id"],
         "name": "copy",  # the artifact FileEcho stores
         "face_id": str(face.id),
         "user_id": str(owner.id),
         "entry_id": str(entry_id),
         "slug": "test-echo",
     }
-    return Owned(values, [secret, owner.email])
+    return Owned(values, [secret, owner.email, api_key["key"]])
 
 
 async def owner_state(service: Service, owner: Account, owned: Owned) -> dict[str, Any]:
@@ -100,6 +105,7 @@ async def owner_state(service: Service, owner: Account, owned: Owned) -> dict[st
         wallet = await session.get(Wallet, owner.id, populate_existing=True)
         job = await session.get(Job, uuid.UUID(owned.values["job_id"]), populate_existing=True)
         face = await session.get(FaceEntry, uuid.UUID(owned.values["face_id"]), populate_existing=True)
+        key = await session.get(ApiKey, uuid.UUID(owned.values["key_id"]), populate_existing=True)
         entries = await session.scalar(
             select(func.count()).select_from(LedgerEntry).where(LedgerEntry.user_id == owner.id)
         )
@@ -110,6 +116,7 @@ async def owner_state(service: Service, owner: Account, owned: Owned) -> dict[st
         "wallet": (wallet.balance, wallet.held, entries),
         "job": None if job is None else (job.status, job.cost, job.user_id, job.output),
         "face": None if face is None else (face.label, face.user_id),
+        "api_key": None if key is None else (key.revoked_at, key.user_id),
     }
 
 

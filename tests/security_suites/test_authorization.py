@@ -47,13 +47,14 @@ KNOWN_ID_ROUTES = frozenset(
         "GET /api/jobs/{job_id}/input",
         "GET /api/jobs/{job_id}/artifacts/{name}",
         "DELETE /api/faces/{face_id}",
+        "DELETE /api/keys/{key_id}",
         "GET /api/models/{slug}",
         "PATCH /api/admin/models/{slug}",
         "POST /api/admin/users/{user_id}/adjustments",
     }
 )
 # Path parameters ``owned_objects`` fills with a real object of the owner.
-KNOWN_PARAMS = frozenset({"job_id", "name", "face_id", "user_id", "entry_id", "slug"})
+KNOWN_PARAMS = frozenset({"job_id", "name", "face_id", "user_id", "entry_id", "slug", "key_id"})
 
 ROLES = ("anonymous", "other", "admin", "owner")
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, func, select
 
+from mlservice.apikeys.tables import ApiKey
 from mlservice.catalog.tables import CatalogModel
 from mlservice.jobs.tables import Job
 from mlservice.users.tables import User
@@ -153,6 +154,11 @@ async def audit(
         assert victim_wallet is not None
         if (victim_wallet.balance, victim_wallet.held) != (service.settings.signup_bonus, 0):
             problems.append("the victim's wallet changed")
+        victim_keys = await session.scalar(
+            select(func.count()).select_from(ApiKey).where(ApiKey.user_id == victim.id)
+        )
+        if victim_keys:
+            problems.append(f"the victim has {victim_keys} API keys made by someone else")
         for (user_id, kind), count in entries.items():
             if user_id not in (attacker.id, admin.id) and (kind, count) != (EntryType.signup_bonus, 1):
                 problems.append(f"{user_id} has {count} {kind} entries")

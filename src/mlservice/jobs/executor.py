@@ -35,6 +35,7 @@ from mlservice.predictors.pool import PredictorPool
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
 from mlservice.wallet import service as wallet
+from mlservice.webhooks import outbox as webhooks
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Claimed:
     started_at: datetime | None = None
     cost: int = 0
     request_id: str | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
 
 @dataclass
@@ -103,6 +106,10 @@ class JobExecutor:
                 _CLAIM, {"ids": sorted(set(job_ids)), "now": now, "lease_until": now + self.lease}
             )
             claimed = sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+            for job in claimed:
+                # A retried job announced its start on its first attempt.
+                if job.webhook_url and job.attempt == 1 and webhooks.announces(job.webhook_events, "start"):
+                    webhooks.enqueue(session, job.id, "start")
         for job in claimed:
             self.running[job.id] = job.attempt
         return claimed
@@ -323,6 +330,8 @@ _CLAIM = (
         _jobs.c.started_at,
         _jobs.c.cost,
         _jobs.c.request_id,
+        _jobs.c.webhook_url,
+        _jobs.c.webhook_events,
     )
 )
 # The outcome, written only while this attempt still owns the job.
@@ -342,6 +351,7 @@ _SUCCEED = (
         finished_at=bindparam("now"),
         lease_expires_at=None,
     )
+    .returning(_jobs.c.webhook_url, _jobs.c.webhook_events)
 )
 _OUTPUT = update(_jobs).where(_jobs.c.id == bindparam("b_job_id")).values(output=bindparam("b_output"))
 _FAIL = (
@@ -355,6 +365,7 @@ _FAIL = (
         finished_at=bindparam("now"),
         lease_expires_at=None,
     )
+    .returning(_jobs.c.webhook_url, _jobs.c.webhook_events)
 )
 
 ARTIFACT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -404,10 +415,13 @@ async def record_outcome(
         result = await session.execute(
             _FAIL, {**guard, "b_error_code": error_code, "b_error_message": outcome.error_message}
         )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    owned = result.first()
+    if owned is None:
         log.warning("job %s attempt %s lost its claim; result dropped", job_id, attempt)
         return False
     await announce_finished(session, job_id)
+    if owned.webhook_url and webhooks.announces(owned.webhook_events, "completed"):
+        webhooks.enqueue(session, job_id, "completed")
     if prediction is None:
         await wallet.release_hold(session, job_id)
         return True

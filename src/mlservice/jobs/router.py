@@ -16,6 +16,7 @@ from mlservice.jobs.tables import JobStatus
 from mlservice.predictors.base import InputLimits
 from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, limit_submissions
 from mlservice.users.auth import CurrentUser
+from mlservice.webhooks.service import subscription
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401))
 
@@ -56,6 +57,13 @@ async def submit_job(
     params: Annotated[
         str | None, Form(description='Model parameters as a JSON object, e.g. {"top_k": 3}')
     ] = None,
+    webhook: Annotated[
+        str | None, Form(description="URL to POST signed news of the job to (see GET /api/webhooks/secret)")
+    ] = None,
+    webhook_events_filter: Annotated[
+        list[str] | None,
+        Form(description="Events to send: start, output, logs, completed (repeated or comma-separated; all)"),
+    ] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     """Submit a job: the model's price is held now and charged only if the job succeeds."""
@@ -69,6 +77,7 @@ async def submit_job(
         text=text,
     )
     record.describe(submission)
+    hook = subscription(webhook, webhook_events_filter, allow_private=settings.webhook_allow_private)
     # Upload read and input decoded first; only then the (short) write transaction.
     # The model is read in the transaction that authenticated the request, which then gives its
     # connection back: none is held while the input is decoded or the writer is awaited.
@@ -87,6 +96,8 @@ async def submit_job(
             storage=components.storage,
             publisher=components.publisher,
             validated=validated,
+            webhook_url=hook.url if hook else None,
+            webhook_events=hook.events if hook else None,
         )
         # In the job's transaction; a refused request is recorded by `record` itself.
         await add_answer(session, record, outcome)

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from mlservice.predictors.base import InputLimits, InvalidInput, Predictor
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
 from mlservice.wallet import service as wallet
+from mlservice.webhooks import outbox as webhooks
 
 MAX_TEXT_LENGTH = 10_000
 
@@ -78,7 +79,7 @@ def job_read(job: Job) -> JobRead:
     error = None
     if job.error_code:
         error = JobError(code=job.error_code, message=job.error_message or "")
-    input_info = dict(job.input_meta)
+    input_info = {k: v for k, v in job.input_meta.items() if k != webhooks.FLAVOUR_KEY}
     if job.input_text is not None:
         input_info["text"] = job.input_text
     artifacts = [
@@ -160,11 +161,16 @@ async def submit(
     storage: Storage,
     publisher: JobPublisher,
     validated: Validated | None = None,
+    webhook_url: str | None = None,
+    webhook_events: Sequence[str] | None = None,
+    webhook_flavour: str = webhooks.DEFAULT_FLAVOUR,
 ) -> idempotency.Outcome:
     """Validate, hold the price and queue the job, all in the caller's unit of work.
 
     Anything wrong with the request raises before a row is written; the job, its hold and the
     stored input commit together, and the queue hears of the job only after that commit.
+    ``webhook_*``: the job's webhook, checked by the caller (``webhooks.service.subscription``);
+    ``webhook_flavour`` names the formatter of its bodies (see :mod:`mlservice.webhooks`).
     """
     if validated is None or validated.model is None:
         found, cls = await runnable_model(session, submission.model_slug, predictors)
@@ -178,6 +184,8 @@ async def submit(
         params=params,
         text=text,
         file=hashlib.sha256(submission.data).hexdigest() if submission.data is not None else None,
+        # Only with a webhook: keys of submissions without one keep their fingerprints.
+        **({"webhook": [webhook_url, webhook_events]} if webhook_url else {}),
     )
 
     async def create() -> tuple[int, dict[str, Any]]:
@@ -196,6 +204,8 @@ async def submit(
             attempts=0,
             request_id=current_request_id(),
         )
+        if webhook_url:
+            webhooks.subscribe(job, webhook_url, webhook_events, flavour=webhook_flavour)
         session.add(job)
         await session.flush()
         await wallet.place_hold(session, account, job.id, model.price)
@@ -297,6 +307,8 @@ async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -
         )
     await wallet.release_hold(session, job.id)
     await announce_finished(session, job.id)
+    if job.webhook_url:
+        webhooks.enqueue(session, job, "completed")
     job_canceled(session, job)
     await session.refresh(job)
     return job

@@ -57,3 +57,6 @@ class Job(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The id of the HTTP request that submitted the job: logs of its execution carry it too.
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # Where to POST news of the job, and which events ("start", "output", "logs", "completed").
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON)

@@ -1,4 +1,4 @@
-"""Rate limits on logins, registrations and job submissions.
+"""Rate limits on logins, registrations, job submissions and API key creation.
 
 Fixed windows: a key's first request opens a window of the rule's period, and the window admits
 ``limit`` requests; the next ones get 429 with ``Retry-After`` (the seconds until the window ends).
@@ -160,6 +160,7 @@ class RateLimiter:
                 "login-ip": settings.rate_limit_login_ip,
                 "register": settings.rate_limit_register,
                 "submit": settings.rate_limit_submit,
+                "api-key": settings.rate_limit_api_keys,
             }
         store: CounterStore = (
             RedisCounters(settings.redis_url) if settings.redis_url and rules else MemoryCounters()
@@ -225,3 +226,9 @@ async def limit_submissions(request: Request, user: CurrentUser) -> None:
     limiter = _limiter(request)
     if limiter is not None:
         await limiter.check("submit", str(user.id))
+
+
+async def limit_key_creation(request: Request, user: CurrentUser) -> None:
+    limiter = _limiter(request)
+    if limiter is not None:
+        await limiter.check("api-key", str(user.id))

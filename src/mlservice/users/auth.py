@@ -1,4 +1,5 @@
-"""Authentication: JWT as a bearer token for API clients and in a cookie for the web UI."""
+"""Authentication: JWT as a bearer token for API clients and in a cookie for the web UI, and
+API keys (``mls_…``) as bearer tokens for programs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi_users import FastAPIUsers
 from fastapi_users.authentication import AuthenticationBackend, BearerTransport, CookieTransport
 
+from mlservice.apikeys.auth import ApiKeyTransport, get_api_key_strategy
 from mlservice.deps import AuthSessionDep, SettingsDep
 from mlservice.errors import Forbidden
 from mlservice.observability.context import note_user
@@ -49,7 +51,15 @@ cookie_backend = AuthenticationBackend(
     name="cookie", transport=cookie_transport, get_strategy=get_jwt_strategy
 )
 
-fastapi_users = FastAPIUsers[User, uuid.UUID](get_user_manager, [jwt_backend, cookie_backend])
+# Tried after the JWT: the JWT strategy refuses an `mls_` key quietly (it is no JWT), and an
+# explicit Authorization header goes before an ambient cookie. No login routes: keys come from /api/keys.
+api_key_backend = AuthenticationBackend(
+    name="api-key", transport=ApiKeyTransport(), get_strategy=get_api_key_strategy
+)
+
+fastapi_users = FastAPIUsers[User, uuid.UUID](
+    get_user_manager, [jwt_backend, api_key_backend, cookie_backend]
+)
 
 
 def configure_auth(*, cookie_secure: bool, lifetime_seconds: int) -> None:

@@ -26,7 +26,8 @@ OptionalUser = Annotated[User | None, Depends(_optional_user)]
 async def page_user(request: Request, user: OptionalUser) -> User:
     if user is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise LoginRequired(target)
+        # After logging in the browser GETs the target: a form's action would answer 405 to that.
+        raise LoginRequired(target if request.method in ("GET", "HEAD") else "/")
     return user
 
 

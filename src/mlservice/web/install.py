@@ -18,7 +18,17 @@ from mlservice.web.deps import viewer_from_cookie
 from mlservice.web.render import STATIC_DIR, LoginRequired, login_redirect, page
 
 # Paths that are the JSON API or the machine endpoints: their errors stay JSON.
-_NOT_PAGES = ("/api/", "/health", "/ready", "/metrics", "/static/", "/docs", "/redoc", "/openapi.json")
+_NOT_PAGES = (
+    "/api/",
+    "/v1/",  # the Replicate-compatible API
+    "/health",
+    "/ready",
+    "/metrics",
+    "/static/",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+)
 
 _TITLES = {
     400: "Bad request",

@@ -1,0 +1,1 @@
+"""API keys: long-lived bearer credentials for programs, stored only as hashes."""

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from mlservice.deps import SessionDep, WriteSessionDep
+from mlservice.errors import error_responses
+from mlservice.users.auth import CurrentUser
+from mlservice.webhooks import service
+from mlservice.webhooks.schemas import WebhookDeliveryRead, WebhookSecretRead
+
+router = APIRouter(tags=["webhooks"], responses=error_responses(401))
+
+
+@router.get("/webhooks/secret", response_model=WebhookSecretRead)
+async def get_secret(user: CurrentUser, session: WriteSessionDep) -> WebhookSecretRead:
+    """The secret your webhooks are signed with (made on first use)."""
+    return WebhookSecretRead(secret=await service.secret_of(session, user.id))
+
+
+@router.post("/webhooks/secret/rotate", response_model=WebhookSecretRead)
+async def rotate_secret(user: CurrentUser, session: WriteSessionDep) -> WebhookSecretRead:
+    """Replace the secret: every attempt from now on, retries included, is signed with the new one."""
+    return WebhookSecretRead(secret=await service.rotate_secret(session, user.id))
+
+
+@router.get(
+    "/jobs/{job_id}/webhooks", response_model=list[WebhookDeliveryRead], responses=error_responses(404)
+)
+async def job_webhooks(
+    job_id: uuid.UUID, user: CurrentUser, session: SessionDep
+) -> list[WebhookDeliveryRead]:
+    """The webhook deliveries of one of your jobs, oldest first."""
+    deliveries = await service.job_deliveries(session, user.id, job_id)
+    return [
+        WebhookDeliveryRead.model_validate(d).model_copy(
+            update={"next_attempt_at": d.next_attempt_at if d.status == "pending" else None}
+        )
+        for d in deliveries
+    ]
