@@ -79,7 +79,7 @@ def job_read(job: Job) -> JobRead:
     error = None
     if job.error_code:
         error = JobError(code=job.error_code, message=job.error_message or "")
-    input_info = {k: v for k, v in job.input_meta.items() if k != webhooks.FLAVOUR_KEY}
+    input_info = dict(job.input_meta)
     if job.input_text is not None:
         input_info["text"] = job.input_text
     artifacts = [

@@ -60,3 +60,5 @@ class Job(Base):
     # Where to POST news of the job, and which events ("start", "output", "logs", "completed").
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
+    # Which API's shape the webhook bodies take ("api", "replicate"; see mlservice.webhooks).
+    webhook_flavour: Mapped[str | None] = mapped_column(String(32))

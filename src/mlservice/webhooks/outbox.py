@@ -37,8 +37,6 @@ EVENTS = ("start", "output", "logs", "completed")
 Formatter = Callable[[Job], dict[str, Any]]
 
 DEFAULT_FLAVOUR = "api"
-# Where a job created by another API than /api keeps the name of its formatter.
-FLAVOUR_KEY = "_webhook_flavour"
 
 _formatters: dict[str, Formatter] = {}
 # Database -> the deliverer of this process, woken when a transaction added deliveries.
@@ -62,8 +60,7 @@ def subscribe(job: Job, url: str, events: Sequence[str] | None, *, flavour: str 
     """Give a new ``job`` a webhook (``url`` and ``events`` validated by the caller)."""
     job.webhook_url = url
     job.webhook_events = list(events) if events is not None else None
-    if flavour != DEFAULT_FLAVOUR:
-        job.input_meta = {**job.input_meta, FLAVOUR_KEY: flavour}
+    job.webhook_flavour = flavour
 
 
 def announces(events: Sequence[str] | None, occurrence: str) -> bool:
@@ -104,7 +101,7 @@ def event_for(job: Job, occurrence: str) -> str | None:
 
 
 def render(job: Job) -> dict[str, Any]:
-    flavour = str(job.input_meta.get(FLAVOUR_KEY, DEFAULT_FLAVOUR))
+    flavour = job.webhook_flavour or DEFAULT_FLAVOUR
     formatter = _formatters.get(flavour)
     if formatter is not None:
         try:

@@ -81,9 +81,11 @@ def upgrade() -> None:
 
     op.add_column("jobs", sa.Column("webhook_url", sa.String(length=2000), nullable=True))
     op.add_column("jobs", sa.Column("webhook_events", sa.JSON(), nullable=True))
+    op.add_column("jobs", sa.Column("webhook_flavour", sa.String(length=32), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("jobs", "webhook_flavour")
     op.drop_column("jobs", "webhook_events")
     op.drop_column("jobs", "webhook_url")
     op.drop_index("ix_webhook_deliveries_job_id", table_name="webhook_deliveries")
