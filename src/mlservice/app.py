@@ -14,6 +14,9 @@ from mlservice import __version__
 from mlservice.admin.router import router as admin_router
 from mlservice.apikeys.auth import KeyUses
 from mlservice.apikeys.router import router as apikeys_router
+from mlservice.bot.router import router as telegram_router
+from mlservice.bot.webhook import TelegramWebhook
+from mlservice.bot.webhook import router as telegram_webhook_router
 from mlservice.catalog.router import router as catalog_router
 from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
@@ -154,11 +157,26 @@ async def close_components(components: Components) -> None:
     await components.db.dispose()
 
 
+def telegram_webhook(settings: Settings, components: Components) -> TelegramWebhook | None:
+    """The bot in this process, fed by the webhook route, when a webhook URL is configured."""
+    if not settings.telegram_webhook_enabled():
+        return None
+    from mlservice.bot.runner import create_bot, create_dispatcher
+
+    assert settings.telegram_token is not None
+    assert settings.telegram_webhook_secret is not None
+    bot = create_bot(settings.telegram_token.get_secret_value(), settings.telegram_api_url)
+    return TelegramWebhook(
+        bot, create_dispatcher(components), settings.telegram_webhook_secret.get_secret_value()
+    )
+
+
 def create_app(
     settings: Settings | None = None, *, predictors: Mapping[str, type[Predictor]] | None = None
 ) -> FastAPI:
     """Build the app; ``predictors`` replaces the discovered ones (embedding, tests)."""
     settings = settings or Settings()
+    settings.telegram_webhook_enabled()  # fail fast on a webhook without its token or secret
     settings.jwt_secret_value()  # fail fast on a bad secret, and create it before the first request
     configure_auth(cookie_secure=settings.cookie_secure, lifetime_seconds=settings.jwt_lifetime_seconds)
     metrics = ServiceMetrics()  # this app's own registry: apps never share series
@@ -173,9 +191,12 @@ def create_app(
         if components.workers is not None:
             await components.workers.start()
         app.state.rate_limiter = RateLimiter.from_settings(settings)
+        app.state.telegram = telegram_webhook(settings, components)
         try:
             yield
         finally:
+            if app.state.telegram is not None:
+                await app.state.telegram.close()
             await close_components(components)
             await app.state.rate_limiter.close()
 
@@ -198,12 +219,14 @@ def create_app(
     api.include_router(webhooks_router)
     api.include_router(faces_router)
     api.include_router(apikeys_router)
+    api.include_router(telegram_router)
     # 400: a request body that cannot be decoded.
     api.include_router(admin_router, responses=error_responses(400, 401, 403, 404, 409))
     app.include_router(api)
     # Replicate's HTTP API, for its clients; errors in its own shape (see ReplicateRoute).
     app.include_router(replicate_router)
     app.include_router(health_router)
+    app.include_router(telegram_webhook_router)
     if settings.metrics_enabled:
         app.include_router(metrics_router)
     install_web(app)  # last: its pages answer errors as HTML, the API's stay JSON

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
@@ -46,6 +47,14 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         asyncio.run(run_worker(settings, args.models))
     else:
         uvloop.run(run_worker(settings, args.models))
+    return 0
+
+
+def _bot(settings: Settings, args: argparse.Namespace) -> int:
+    from mlservice.bot.runner import run_bot
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_bot(settings))
     return 0
 
 
@@ -148,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer GET /health and /ready on this port (MLSERVICE_WORKER_HEALTH_PORT)",
     )
     worker.set_defaults(handler=_worker)
+
+    bot = sub.add_parser(
+        "bot", help="run the Telegram bot (MLSERVICE_TELEGRAM_TOKEN), with in-process workers on the default"
+    )
+    bot.set_defaults(handler=_bot)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")

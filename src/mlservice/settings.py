@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     # Deliveries in flight at once in one process.
     webhook_concurrency: int = Field(default=16, ge=1)
 
+    # `mlservice bot`: the token BotFather gave, and a custom Bot API server (empty: Telegram's).
+    telegram_token: SecretStr | None = None
+    telegram_api_url: str = ""
+    # Set: Telegram pushes updates to this public URL of the API's /telegram/webhook route (the API
+    # process then runs the bot; `mlservice bot` only registers the webhook), with this secret token.
+    telegram_webhook_url: str = ""
+    telegram_webhook_secret: SecretStr | None = None
+    # How long the bot waits for a job's result before telling the chat to look at /jobs later.
+    telegram_job_wait_seconds: float = Field(default=300.0, gt=0)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "console": readable lines (`make run`); "json": one JSON object per line for a log collector.
     log_format: Literal["console", "json"] = "console"
@@ -120,7 +130,15 @@ class Settings(BaseSettings):
     # Strict-Transport-Security max-age, sent on requests that came over TLS (0: no HSTS header).
     hsts_seconds: int = Field(default=365 * 24 * 3600, ge=0)
 
-    @field_validator("jwt_secret", "admin_token", "storage_dir", "model_cache_dir", mode="before")
+    @field_validator(
+        "jwt_secret",
+        "admin_token",
+        "telegram_token",
+        "telegram_webhook_secret",
+        "storage_dir",
+        "model_cache_dir",
+        mode="before",
+    )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `MLSERVICE_JWT_SECRET=` in a .env file means "not set", never "an empty key".
@@ -204,6 +222,15 @@ class Settings(BaseSettings):
     @property
     def resolved_model_cache_dir(self) -> Path:
         return self.model_cache_dir or self.var_dir / "models"
+
+    def telegram_webhook_enabled(self) -> bool:
+        if not self.telegram_webhook_url:
+            return False
+        if self.telegram_token is None or self.telegram_webhook_secret is None:
+            raise ValueError(
+                "MLSERVICE_TELEGRAM_WEBHOOK_URL needs MLSERVICE_TELEGRAM_TOKEN and _WEBHOOK_SECRET"
+            )
+        return True
 
     def jwt_secret_value(self) -> str:
         """The configured secret, or one generated on first use and kept under ``var_dir``."""

@@ -1,6 +1,7 @@
 """Every table, imported in one place so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from mlservice.apikeys.tables import ApiKey
+from mlservice.bot.tables import TelegramLink, TelegramLinkCode
 from mlservice.catalog.tables import CatalogModel
 from mlservice.db import Base
 from mlservice.faces.tables import FaceEntry
@@ -25,6 +26,8 @@ __all__ = [
     "Job",
     "LedgerEntry",
     "PredictionRequest",
+    "TelegramLink",
+    "TelegramLinkCode",
     "UploadedFile",
     "User",
     "Wallet",

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from mlservice.bot import service as telegram_links
 from mlservice.catalog import service as catalog
 from mlservice.catalog.tables import CatalogModel
 from mlservice.deps import ComponentsDep, SessionDep, SettingsDep, WriteSessionDep
@@ -246,6 +247,7 @@ async def _wallet_page(
     *,
     amount: int | str = DEFAULT_TOP_UP,
     error: str | None = None,
+    telegram_code: telegram_links.IssuedCode | None = None,
 ) -> Response:
     wallet = await wallet_service.get_wallet(session, user.id)
     pager = _pager(number)
@@ -261,6 +263,7 @@ async def _wallet_page(
         max_top_up=settings.max_refill_amount,
         amount=amount,
         top_up_error=error,
+        telegram_code=telegram_code,
         # One key per rendered form: submitting it twice (a double click, a resend) pays once.
         idempotency_key=uuid.uuid4().hex,
         status_code=400 if error else 200,
@@ -313,6 +316,16 @@ async def top_up(
     if outcome.replayed:
         return redirect("/wallet", notice="This top-up was already made; it was not charged twice.")
     return redirect("/wallet", notice=f"Added {credits} credits to your wallet.")
+
+
+@router.post("/wallet/telegram-code", response_class=HTMLResponse)
+async def telegram_code(
+    request: Request, user: PageUser, session: WriteSessionDep, settings: SettingsDep, csrf: CsrfField = None
+) -> Response:
+    """A one-time code to link a Telegram chat (``/link CODE``), shown once on the page."""
+    check_csrf(request, csrf)
+    issued = await telegram_links.issue_link_code(session, user.id)
+    return await _wallet_page(request, user, session, settings, 1, telegram_code=issued)
 
 
 # -- faces -----------------------------------------------------------------------------------------

@@ -1,0 +1,387 @@
+"""The bot's handlers: every one calls the service layer with the components it is given.
+
+A chat acts for the account it is linked to (``/link CODE``); an unlinked chat can read the help
+and link itself, nothing else. Inputs (a photo, a document, a text) get an inline keyboard of the
+models that take them, each button with its price, so nothing is charged before the user chooses.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from mlservice.bot import service as links
+from mlservice.bot.jobs import ChatInput, run_model
+from mlservice.catalog.service import list_models
+from mlservice.catalog.tables import CatalogModel
+from mlservice.errors import AppError
+from mlservice.jobs import service as jobs
+from mlservice.jobs.tables import Job, JobStatus
+from mlservice.predictors.base import InputKind, InvalidInput
+from mlservice.users.tables import User
+from mlservice.wallet import service as wallet
+
+if TYPE_CHECKING:
+    from mlservice.app import Components
+
+log = logging.getLogger(__name__)
+
+ENROLL_SLUG = "face-enroll"
+RUN_PREFIX = "run:"
+ENROLL_DATA = "enroll"
+MAX_LABEL_LENGTH = 100
+
+BUTTON_TITLES = {
+    "image-classification": "Classify",
+    "background-removal": "Remove background",
+    "face-identify": "Identify faces",
+    ENROLL_SLUG: "Enroll a face",
+    "malware-detection": "Scan for malware",
+    "movie-recommendation": "Recommend movies",
+}
+# Artifacts worth sending to a chat; models not named here send all of theirs.
+SENT_ARTIFACTS = {"background-removal": ("cutout",)}
+
+HELP = (
+    "This bot runs mlservice models for your account.\n\n"
+    "/link CODE: link this chat (get the code on your profile page)\n"
+    "/unlink: unlink this chat\n"
+    "/balance: your credits\n"
+    "/models: the models and their prices\n"
+    "/jobs: your recent jobs\n"
+    "/topup AMOUNT: add credits\n\n"
+    "Send a photo to classify it, remove its background, or identify or enroll faces; "
+    "a document to scan it for malware; a text to get movie recommendations. "
+    "Each button shows what it costs; you pay only for jobs that succeed."
+)
+NOT_LINKED = "This chat is not linked to an account. Get a code on your profile page and send /link CODE."
+
+
+class Enroll(StatesGroup):
+    waiting_for_label = State()
+
+
+def credits(amount: int) -> str:
+    return f"{amount} credit" if amount == 1 else f"{amount} credits"
+
+
+async def chat_user(components: Components, chat_id: int) -> uuid.UUID | None:
+    async with components.db.session() as session:
+        return await links.linked_user(session, chat_id)
+
+
+async def require_user(components: Components, message: Message) -> uuid.UUID | None:
+    user_id = await chat_user(components, message.chat.id)
+    if user_id is None:
+        await message.answer(NOT_LINKED)
+    return user_id
+
+
+async def runnable_models(components: Components, kind: InputKind | None = None) -> list[CatalogModel]:
+    async with components.db.session() as session:
+        models = await list_models(session)
+    return [
+        m
+        for m in models
+        if m.slug in components.predictors
+        and (kind is None or components.predictors[m.slug].input_kind == kind)
+    ]
+
+
+def models_keyboard(models: list[CatalogModel]) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for model in models:
+        title = BUTTON_TITLES.get(model.slug, model.title)
+        data = ENROLL_DATA if model.slug == ENROLL_SLUG else f"{RUN_PREFIX}{model.slug}"
+        builder.button(text=f"{title} — {credits(model.price)}", callback_data=data)
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+async def help_command(message: Message) -> None:
+    await message.answer(HELP)
+
+
+async def link_command(message: Message, command: CommandObject, components: Components) -> None:
+    if not command.args:
+        await message.answer("Send /link CODE with the code from your profile page.")
+        return
+    try:
+        async with components.db.session(write=True) as session:
+            user_id = await links.link_chat(session, message.chat.id, command.args)
+            user = await session.get(User, user_id)
+            email = user.email if user is not None else "your account"
+    except links.LinkCodeInvalid as exc:
+        await message.answer(exc.message)
+        return
+    except links.LinkCodeExpired as exc:
+        await message.answer(exc.message)
+        return
+    await message.answer(f"This chat is now linked to {email}. Send /help to see what it can do.")
+
+
+async def unlink_command(message: Message, components: Components) -> None:
+    async with components.db.session(write=True) as session:
+        removed = await links.unlink_chat(session, message.chat.id)
+    await message.answer("This chat is unlinked." if removed else "This chat was not linked.")
+
+
+async def balance_command(message: Message, components: Components) -> None:
+    if (user_id := await require_user(components, message)) is None:
+        return
+    async with components.db.session() as session:
+        account = await wallet.get_wallet(session, user_id)
+    text = f"Balance: {credits(account.balance)}."
+    if account.held:
+        text += f" {credits(account.held)} held for running jobs; {account.balance - account.held} available."
+    await message.answer(text)
+
+
+async def models_command(message: Message, components: Components) -> None:
+    if await require_user(components, message) is None:
+        return
+    models = await runnable_models(components)
+    if not models:
+        await message.answer("No models are available right now.")
+        return
+    lines = [f"{m.title} ({m.slug}): {credits(m.price)}" for m in models]
+    await message.answer("Models and prices:\n" + "\n".join(lines))
+
+
+async def jobs_command(message: Message, components: Components) -> None:
+    if (user_id := await require_user(components, message)) is None:
+        return
+    async with components.db.session() as session:
+        page = await jobs.list_jobs(session, user_id, limit=10, offset=0)
+    if not page.items:
+        await message.answer("You have no jobs yet.")
+        return
+    lines = [
+        f"{job.created_at:%Y-%m-%d %H:%M} {job.model_slug}: {job.status} ({credits(job.cost)})"
+        for job in page.items
+    ]
+    await message.answer(f"Your latest jobs ({page.total} in all):\n" + "\n".join(lines))
+
+
+async def topup_command(message: Message, command: CommandObject, components: Components) -> None:
+    if (user_id := await require_user(components, message)) is None:
+        return
+    limit = components.settings.max_refill_amount
+    args = (command.args or "").strip()
+    if not args.isdigit() or int(args) <= 0:
+        await message.answer(
+            f"Send /topup AMOUNT to add credits (a demo payment: no money moves), up to {limit} at once."
+        )
+        return
+    amount = int(args)
+    if amount > limit:
+        await message.answer(f"A single top-up is limited to {credits(limit)}.")
+        return
+    async with components.db.session(write=True) as session:
+        await wallet.top_up(session, user_id, amount)
+        account = await wallet.get_wallet(session, user_id)
+        balance = account.balance
+    await message.answer(f"Added {credits(amount)}. Balance: {credits(balance)}.")
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+
+
+async def offer_models(message: Message, components: Components, kind: InputKind, what: str) -> None:
+    if await require_user(components, message) is None:
+        return
+    models = await runnable_models(components, kind)
+    if not models:
+        await message.answer(f"No model for {what} is available right now.")
+        return
+    await message.reply("What should I do with it?", reply_markup=models_keyboard(models))
+
+
+async def enroll_label(message: Message, state: FSMContext, bot: Bot, components: Components) -> None:
+    label = (message.text or "").strip()
+    if not label or label.startswith("/") or len(label) > MAX_LABEL_LENGTH:
+        await message.answer(f"Send a name of at most {MAX_LABEL_LENGTH} characters for the face.")
+        return
+    data = await state.get_data()
+    await state.clear()
+    if (user_id := await require_user(components, message)) is None:
+        return
+    photo = await download(bot, components, str(data["file_id"]), "photo.jpg")
+    await run_and_report(message, components, user_id, ENROLL_SLUG, photo, {"label": label})
+
+
+async def photo_message(message: Message, components: Components) -> None:
+    await offer_models(message, components, "image", "photos")
+
+
+async def document_message(message: Message, components: Components) -> None:
+    await offer_models(message, components, "file", "files")
+
+
+async def text_message(message: Message, components: Components) -> None:
+    await offer_models(message, components, "text", "texts")
+
+
+async def enroll_button(query: CallbackQuery, state: FSMContext, components: Components) -> None:
+    message = query.message
+    source = message.reply_to_message if isinstance(message, Message) else None
+    if not isinstance(message, Message) or source is None or not source.photo:
+        await query.answer("The photo is no longer available; send it again.", show_alert=True)
+        return
+    if await chat_user(components, message.chat.id) is None:
+        await query.answer(NOT_LINKED, show_alert=True)
+        return
+    await query.answer()
+    await state.set_state(Enroll.waiting_for_label)
+    await state.update_data(file_id=source.photo[-1].file_id)
+    await message.answer("Send the name (label) to enroll this face under.")
+
+
+async def run_button(query: CallbackQuery, bot: Bot, components: Components) -> None:
+    message = query.message
+    slug = (query.data or "").removeprefix(RUN_PREFIX)
+    source = message.reply_to_message if isinstance(message, Message) else None
+    if not isinstance(message, Message) or source is None:
+        await query.answer("The input is no longer available; send it again.", show_alert=True)
+        return
+    user_id = await chat_user(components, message.chat.id)
+    if user_id is None:
+        await query.answer(NOT_LINKED, show_alert=True)
+        return
+    await query.answer()
+    try:
+        given = await chat_input(bot, components, source)
+    except InvalidInput as exc:
+        await message.answer(exc.message)
+        return
+    await run_and_report(message, components, user_id, slug, given)
+
+
+async def chat_input(bot: Bot, components: Components, source: Message) -> ChatInput:
+    if source.photo:
+        return await download(
+            bot, components, source.photo[-1].file_id, "photo.jpg", source.photo[-1].file_size
+        )
+    if source.document:
+        doc = source.document
+        return await download(bot, components, doc.file_id, doc.file_name or "document", doc.file_size)
+    return ChatInput(text=source.text)
+
+
+async def download(
+    bot: Bot, components: Components, file_id: str, filename: str, size: int | None = None
+) -> ChatInput:
+    limit = components.settings.max_upload_bytes
+    if size is not None and size > limit:
+        raise InvalidInput(f"The file is larger than the limit of {limit} bytes.", code="file_too_large")
+    buffer = io.BytesIO()
+    await bot.download(file_id, destination=buffer)
+    data = buffer.getvalue()
+    if len(data) > limit:
+        raise InvalidInput(f"The file is larger than the limit of {limit} bytes.", code="file_too_large")
+    return ChatInput(data=data, filename=filename)
+
+
+# -- results ----------------------------------------------------------------------------------------
+
+
+async def run_and_report(
+    message: Message,
+    components: Components,
+    user_id: uuid.UUID,
+    slug: str,
+    given: ChatInput,
+    params: dict[str, Any] | None = None,
+) -> None:
+    wait_s = components.settings.telegram_job_wait_seconds
+    try:
+        job = await run_model(components, user_id, slug, given, params, wait_s=wait_s)
+    except (AppError, InvalidInput) as exc:
+        await message.answer(refusal_text(exc))
+        return
+    await report(message, components, job)
+
+
+def refusal_text(exc: AppError | InvalidInput) -> str:
+    if exc.code == "insufficient_credits":
+        return f"Not enough credits: {exc.message} Send /topup AMOUNT to add credits, or /balance."
+    return f"Not run: {exc.message}"
+
+
+async def report(message: Message, components: Components, job: Job) -> None:
+    status = JobStatus(job.status)
+    if status == JobStatus.succeeded:
+        await message.answer(
+            describe_output(job.model_slug, job.output or {}) + f"\n\nCharged {credits(job.cost)}."
+        )
+        wanted = SENT_ARTIFACTS.get(job.model_slug)
+        for name in sorted(job.artifacts or {}):
+            if wanted is not None and name not in wanted:
+                continue
+            async with components.db.session() as session:
+                stored = await jobs.read_artifact(session, components.storage, job.user_id, job.id, name)
+            await message.answer_document(BufferedInputFile(stored.data, filename=stored.filename))
+    elif status == JobStatus.failed:
+        reason = job.error_message or "the model could not process this input"
+        await message.answer(f"The job failed: {reason}. Nothing was charged.")
+    elif status == JobStatus.canceled:
+        await message.answer("The job was canceled. Nothing was charged.")
+    else:
+        await message.answer(f"The job is still {job.status}; see /jobs later.")
+
+
+def describe_output(slug: str, output: dict[str, Any]) -> str:
+    if isinstance(output.get("predictions"), list):
+        lines = [f"{p['label']}: {float(p.get('probability', 0)):.1%}" for p in output["predictions"]]
+        return "Labels:\n" + "\n".join(lines)
+    if isinstance(output.get("results"), list):
+        lines = [
+            f"{i}. {r.get('title')}" + (f" ({r['year']})" if r.get("year") else "")
+            for i, r in enumerate(output["results"], 1)
+        ]
+        return "Movies:\n" + "\n".join(lines) if lines else "No movies found."
+    if isinstance(output.get("faces"), list):
+        faces = output["faces"]
+        if not faces:
+            return "No faces found."
+        return "Faces:\n" + "\n".join(f"{i}. {f.get('label')}" for i, f in enumerate(faces, 1))
+    if slug == ENROLL_SLUG and "label" in output:
+        return f"Enrolled the face as {output['label']}."
+    if "verdict" in output:
+        return f"Verdict: {output['verdict']} (score {output.get('score')})."
+    if slug == "background-removal":
+        return "Background removed: the cut-out follows."
+    shown = {k: v for k, v in output.items() if not k.startswith("_")}
+    return str(shown)[:3500]
+
+
+def build_router() -> Router:
+    """The bot's handlers on a new router (a router belongs to one dispatcher)."""
+    router = Router(name="mlservice")
+    router.message.register(help_command, CommandStart())
+    router.message.register(help_command, Command("help"))
+    router.message.register(link_command, Command("link"))
+    router.message.register(unlink_command, Command("unlink"))
+    router.message.register(balance_command, Command("balance"))
+    router.message.register(models_command, Command("models"))
+    router.message.register(jobs_command, Command("jobs"))
+    router.message.register(topup_command, Command("topup"))
+    router.message.register(enroll_label, StateFilter(Enroll.waiting_for_label), F.text)
+    router.message.register(photo_message, F.photo)
+    router.message.register(document_message, F.document)
+    router.message.register(text_message, F.text & ~F.text.startswith("/"))
+    router.callback_query.register(enroll_button, F.data == ENROLL_DATA)
+    router.callback_query.register(run_button, F.data.startswith(RUN_PREFIX))
+    return router

@@ -1,0 +1,334 @@
+"""The bot end to end: real aiogram updates in, a Bot API stand-in on loopback recording what goes out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiogram import Bot, Dispatcher
+from aiogram.types import Update
+from sqlalchemy import func, select, update
+
+from mlservice.bot.runner import create_bot, create_dispatcher
+from mlservice.bot.tables import TelegramLinkCode
+from mlservice.jobs.tables import Job
+from mlservice.predictors.base import Predictor
+from mlservice.predictors.image_classifier import ImageClassifier
+from mlservice.types import utcnow
+from tests.bot.predictors import FakeFaceEnroll, FileVerdict, PhotoLabels
+from tests.bot.telegram_standin import BotApiStandIn
+from tests.conftest import Service
+from tests.fixtures.predictors import EchoText
+from tests.web.test_pages import browser, csrf
+
+TOKEN = "123456:TEST-token"
+PREDICTORS = [PhotoLabels, FakeFaceEnroll, FileVerdict, EchoText]
+_ids = itertools.count(1)
+
+
+@dataclass
+class Chat:
+    """One Telegram chat talking to the bot."""
+
+    id: int
+    svc: Service
+    api: BotApiStandIn
+    bot: Bot
+    dispatcher: Dispatcher
+
+    def _message(self, **content: Any) -> dict[str, Any]:
+        user = {"id": self.id, "is_bot": False, "first_name": "Ann"}
+        return {
+            "message_id": next(_ids),
+            "date": 1_764_000_000,
+            "chat": {"id": self.id, "type": "private"},
+            "from": user,
+            **content,
+        }
+
+    async def feed(self, update: dict[str, Any]) -> None:
+        await self.dispatcher.feed_update(
+            self.bot, Update.model_validate({"update_id": next(_ids), **update}, context={"bot": self.bot})
+        )
+
+    async def send(self, **content: Any) -> dict[str, Any]:
+        message = self._message(**content)
+        await self.feed({"message": message})
+        return message
+
+    async def say(self, text: str) -> str:
+        before = len(self.api.texts())
+        await self.send(text=text)
+        texts = self.api.texts()
+        assert len(texts) > before, f"no answer to {text!r}"
+        return texts[-1]
+
+    async def press(self, data: str, replying_to: dict[str, Any]) -> None:
+        keyboard = self._message(text="What should I do with it?", reply_to_message=replying_to)
+        keyboard["from"] = {"id": 1, "is_bot": True, "first_name": "mlservice"}
+        query = {
+            "id": str(next(_ids)),
+            "from": {"id": self.id, "is_bot": False, "first_name": "Ann"},
+            "chat_instance": "ci",
+            "data": data,
+            "message": keyboard,
+        }
+        await self.feed({"callback_query": query})
+
+    def keyboard(self) -> list[tuple[str, str]]:
+        """The buttons of the last message sent with an inline keyboard: (text, callback data)."""
+        call = [c for c in self.api.sent("sendMessage") if "reply_markup" in c.fields][-1]
+        rows = json.loads(call.fields["reply_markup"])["inline_keyboard"]
+        return [(b["text"], b["callback_data"]) for row in rows for b in row]
+
+    async def link(self) -> None:
+        headers = await self.svc.user()
+        r = await self.svc.client.post("/api/telegram/link-code", headers=headers)
+        assert r.status_code == 201, r.text
+        assert "is now linked" in await self.say(f"/link {r.json()['code']}")
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[BotApiStandIn]:
+    api = BotApiStandIn()
+    await api.start()
+    yield api
+    await api.stop()
+
+
+@pytest.fixture
+def chat_factory(service_factory: Callable[..., Any], standin: BotApiStandIn) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def start(predictors: list[type[Predictor]] = PREDICTORS, **overrides: Any) -> AsyncIterator[Chat]:
+        overrides.setdefault("telegram_job_wait_seconds", 30)
+        async with service_factory(predictors, **overrides) as svc:
+            bot = create_bot(TOKEN, standin.url)
+            try:
+                yield Chat(
+                    next(_ids) + 10_000, svc, standin, bot, create_dispatcher(svc.app.state.components)
+                )
+            finally:
+                await bot.session.close()
+
+    return start
+
+
+@pytest.fixture
+async def chat(chat_factory: Callable[..., Any]) -> AsyncIterator[Chat]:
+    async with chat_factory() as c:
+        yield c
+
+
+async def test_link_with_a_good_code_then_unlink(chat: Chat) -> None:
+    await chat.link()
+    assert (await chat.say("/balance")).startswith("Balance: 100 credits")
+    assert await chat.say("/unlink") == "This chat is unlinked."
+    assert "not linked" in await chat.say("/balance")
+    assert await chat.say("/unlink") == "This chat was not linked."
+
+
+async def test_a_code_works_once_and_a_wrong_code_is_refused(chat: Chat) -> None:
+    assert "not valid" in await chat.say("/link WRONG123")
+    headers = await chat.svc.user()
+    code = (await chat.svc.client.post("/api/telegram/link-code", headers=headers)).json()["code"]
+    assert "is now linked" in await chat.say(f"/link {code.lower()}")
+    assert "not valid" in await chat.say(f"/link {code}")
+
+
+async def test_an_expired_code_is_refused(chat: Chat) -> None:
+    headers = await chat.svc.user()
+    r = await chat.svc.client.post("/api/telegram/link-code", headers=headers)
+    async with chat.svc.db.session(write=True) as session:
+        await session.execute(update(TelegramLinkCode).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert "expired" in await chat.say(f"/link {r.json()['code']}")
+    assert "not linked" in await chat.say("/balance")
+
+
+async def test_an_unlinked_chat_can_do_nothing_that_costs(chat: Chat) -> None:
+    for command in ("/balance", "/models", "/jobs", "/topup 10", "a film about robots"):
+        assert "not linked" in await chat.say(command)
+    photo = await chat.send(photo=[{"file_id": "p1", "file_unique_id": "p1", "width": 4, "height": 4}])
+    assert "not linked" in chat.api.last_text()
+    await chat.press("run:test-photo-labels", photo)
+    answer = chat.api.sent("answerCallbackQuery")[-1]
+    assert "not linked" in answer.fields["text"]
+    assert not chat.api.sent("getFile")
+    async with chat.svc.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Job)) == 0
+    assert "/link CODE" in await chat.say("/help")
+
+
+async def test_models_jobs_and_topup(chat: Chat) -> None:
+    await chat.link()
+    models = await chat.say("/models")
+    assert "Photo labels (tests) (test-photo-labels): 2 credits" in models
+    assert "Face enroll (tests) (face-enroll): 1 credit" in models
+    assert await chat.say("/jobs") == "You have no jobs yet."
+    assert await chat.say("/topup 50") == "Added 50 credits. Balance: 150 credits."
+    assert "limited" in await chat.say("/topup 999999999")
+    await chat.send(text="a film about robots")
+    await chat.press(
+        "run:test-echo",
+        chat.api.calls
+        and {"message_id": 1, "date": 0, "chat": {"id": chat.id, "type": "private"}, "text": "robots"},
+    )
+    jobs = await chat.say("/jobs")
+    assert "test-echo: succeeded (3 credits)" in jobs
+
+
+async def test_photo_classify_and_cutout(chat: Chat) -> None:
+    await chat.link()
+    chat.api.files["photo-big"] = b"\x89PNG fake image bytes"
+    photo = await chat.send(
+        photo=[
+            {"file_id": "photo-small", "file_unique_id": "s", "width": 2, "height": 2},
+            {"file_id": "photo-big", "file_unique_id": "b", "width": 8, "height": 8, "file_size": 21},
+        ]
+    )
+    assert sorted(chat.keyboard()) == [
+        ("Enroll a face — 1 credit", "enroll"),
+        ("Photo labels (tests) — 2 credits", "run:test-photo-labels"),
+    ]
+    await chat.press("run:test-photo-labels", photo)
+    assert chat.api.sent("getFile")[-1].fields["file_id"] == "photo-big"
+    result = chat.api.sent("sendMessage")[-1].fields["text"]
+    assert result.startswith("Labels:\ntabby: 75.0%\nlynx: 20.0%")
+    assert "Charged 2 credits." in result
+    document = chat.api.sent("sendDocument")[-1]
+    assert document.files["document"] == ("cutout.png", b"\x89PNG fake image bytes")
+    assert (await chat.say("/balance")).startswith("Balance: 98 credits")
+
+
+async def test_text_gives_a_keyboard_then_a_result(chat: Chat) -> None:
+    await chat.link()
+    text = await chat.send(text="robots in love")
+    assert chat.keyboard() == [("Echo (tests) — 3 credits", "run:test-echo")]
+    await chat.press("run:test-echo", text)
+    assert "ROBOTS IN LOVE" in chat.api.sent("sendMessage")[-1].fields["text"]
+
+
+async def test_document_scan(chat: Chat) -> None:
+    await chat.link()
+    chat.api.files["doc-1"] = b"MZ\x90\x00 not really a program"
+    document = await chat.send(
+        document={"file_id": "doc-1", "file_unique_id": "d1", "file_name": "setup.exe", "file_size": 25}
+    )
+    assert chat.keyboard() == [("File verdict (tests) — 4 credits", "run:test-file-verdict")]
+    await chat.press("run:test-file-verdict", document)
+    result = chat.api.sent("sendMessage")[-1].fields["text"]
+    assert result.startswith("Verdict: malicious")
+
+
+async def test_enroll_asks_for_a_label(chat: Chat) -> None:
+    await chat.link()
+    chat.api.files["face"] = b"face bytes"
+    photo = await chat.send(photo=[{"file_id": "face", "file_unique_id": "f", "width": 4, "height": 4}])
+    await chat.press("enroll", photo)
+    assert "label" in chat.api.last_text()
+    assert (await chat.say("Ada Lovelace")).startswith("Enrolled the face as Ada Lovelace.")
+    assert (await chat.say("/balance")).startswith("Balance: 99 credits")
+
+
+async def test_insufficient_credits_are_explained(chat_factory: Callable[..., Any]) -> None:
+    async with chat_factory(signup_bonus=2) as chat:
+        await chat.link()
+        text = await chat.send(text="robots")
+        await chat.press("run:test-echo", text)
+        answer = chat.api.last_text()
+        assert answer.startswith("Not enough credits")
+        assert "/topup" in answer
+        assert (await chat.say("/balance")).startswith("Balance: 2 credits")
+
+
+async def test_a_failed_job_is_reported(chat: Chat) -> None:
+    await chat.link()
+    text = await chat.send(text="boom")
+    await chat.press("run:test-echo", text)
+    assert chat.api.last_text().startswith("The job failed")
+    assert "Nothing was charged" in chat.api.last_text()
+
+
+async def test_the_wallet_page_shows_a_code_that_links(chat: Chat) -> None:
+    email = f"web-{next(_ids)}@example.com"
+    await chat.svc.user(email)
+    async with browser(chat.svc, email) as client:
+        assert "Get a link code" in (await client.get("/wallet")).text
+        r = await client.post("/wallet/telegram-code", data={"csrf_token": csrf(client)})
+        assert r.status_code == 200, r.text
+        found = re.search(r'data-testid="telegram-code">/link ([A-Z0-9]+)<', r.text)
+        assert found is not None
+    assert f"linked to {email}" in await chat.say(f"/link {found.group(1)}")
+
+
+async def test_the_webhook_route_checks_the_secret_and_feeds_the_bot(
+    chat_factory: Callable[..., Any], standin: BotApiStandIn
+) -> None:
+    webhook = {
+        "telegram_token": TOKEN,
+        "telegram_api_url": standin.url,
+        "telegram_webhook_url": "https://bot.example.com/telegram/webhook",
+        "telegram_webhook_secret": "s3cret-token",
+    }
+    async with chat_factory(**webhook) as chat:
+        update = {"update_id": 1, "message": chat._message(text="/help")}
+        r = await chat.svc.client.post("/telegram/webhook", json=update)
+        assert r.status_code == 403
+        r = await chat.svc.client.post(
+            "/telegram/webhook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}
+        )
+        assert r.status_code == 403
+        assert not standin.calls
+        r = await chat.svc.client.post(
+            "/telegram/webhook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-token"}
+        )
+        assert r.status_code == 204, r.text
+        for _ in range(200):
+            if standin.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert "/link CODE" in standin.last_text()
+
+
+async def test_without_a_webhook_url_the_route_is_not_there(chat: Chat) -> None:
+    r = await chat.svc.client.post("/telegram/webhook", json={"update_id": 1})
+    assert r.status_code == 404
+
+
+async def test_link_codes_need_a_user_and_are_stored_hashed(chat: Chat) -> None:
+    assert (await chat.svc.client.post("/api/telegram/link-code")).status_code == 401
+    headers = await chat.svc.user()
+    first = (await chat.svc.client.post("/api/telegram/link-code", headers=headers)).json()
+    second = (await chat.svc.client.post("/api/telegram/link-code", headers=headers)).json()
+    assert len(second["code"]) == 8
+    async with chat.svc.db.session() as session:
+        stored = list(await session.scalars(select(TelegramLinkCode.code_hash)))
+    assert second["code"] not in stored
+    assert len(stored) == 1  # a new code replaces the user's earlier one
+    assert "not valid" in await chat.say(f"/link {first['code']}")
+    assert "is now linked" in await chat.say(f"/link {second['code']}")
+
+
+async def test_the_real_classifier_labels_a_photo(
+    chat_factory: Callable[..., Any], chelsea_jpeg: bytes
+) -> None:
+    async with chat_factory([ImageClassifier]) as chat:
+        await chat.link()
+        chat.api.files["chelsea"] = chelsea_jpeg
+        photo = await chat.send(
+            photo=[{"file_id": "chelsea", "file_unique_id": "c", "width": 451, "height": 300}]
+        )
+        ((button, data),) = chat.keyboard()
+        assert data == "run:image-classification"
+        assert button.startswith("Classify — ")
+        await chat.press(data, photo)
+        result = chat.api.last_text()
+        assert result.startswith("Labels:\n")
+        assert "cat" in result.split("\n")[1]
