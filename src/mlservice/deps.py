@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Query, Request
+from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 if TYPE_CHECKING:
@@ -59,3 +62,17 @@ SettingsDep = Annotated["Settings", Depends(get_settings)]
 # number must be refused here (422), not fail in the database (500).
 MAX_OFFSET = 1_000_000_000
 OffsetQuery = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")]
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_8601_only(value: object) -> object:
+    # pydantic reads a bare number as a Unix timestamp; a query parameter documented as an ISO 8601
+    # date-time refuses it instead of guessing.
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 date-time such as 2026-11-25T10:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]

@@ -235,3 +235,7 @@ async def test_default_period_and_a_real_job(service: Service) -> None:
     for params in [{"until": "0001-01-01T00:00:00Z"}, {"since": "0001-01-01T00:00:00+05:00"}]:
         bad = await service.client.get("/api/admin/stats", params=params, headers=admin)
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_period"), params
+    # A bare number is not read as a Unix timestamp: the parameters are ISO 8601 date-times.
+    for value in ["0.88", "1764000000", " -3 "]:
+        bad = await service.client.get("/api/admin/stats", params={"since": value}, headers=admin)
+        assert bad.status_code == 422, value

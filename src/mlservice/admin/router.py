@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -14,7 +14,7 @@ from mlservice.admin.schemas import (
     AdjustmentRequest,
     AdjustmentResponse,
 )
-from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep, SettingsDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, IsoDateTime, OffsetQuery, SessionDep, SettingsDep, WriteSessionDep
 from mlservice.history import service as history
 from mlservice.history import statistics
 from mlservice.history.schemas import HistoryDeleted, HistoryPage, Statistics
@@ -113,8 +113,8 @@ async def list_history(
         Query(description="The job's status, or `rejected` for refused requests"),
     ] = None,
     http_status: Annotated[int | None, Query(ge=100, le=599)] = None,
-    since: Annotated[datetime | None, Query(description="Arrived at or after (UTC if no zone)")] = None,
-    until: Annotated[datetime | None, Query(description="Arrived before (UTC if no zone)")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Arrived at or after (UTC if no zone)")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Arrived before (UTC if no zone)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the last page")] = None,
 ) -> HistoryPage:
@@ -136,7 +136,7 @@ async def list_history(
 async def delete_history(
     _: AdminWithToken,
     session: WriteSessionDep,
-    before: Annotated[datetime | None, Query(description="Only requests that arrived before this")] = None,
+    before: Annotated[IsoDateTime | None, Query(description="Only requests that arrived before this")] = None,
 ) -> HistoryDeleted:
     """Delete request history (all of it, or what is older than ``before``); needs X-Admin-Token.
 
@@ -150,8 +150,8 @@ async def read_statistics(
     _: AdminUser,
     session: SessionDep,
     components: ComponentsDep,
-    since: Annotated[datetime | None, Query(description="Default: 24 hours before `until`")] = None,
-    until: Annotated[datetime | None, Query(description="Default: now")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Default: 24 hours before `until`")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Default: now")] = None,
 ) -> Statistics:
     """Per model and overall: requests, refusals, job outcomes, durations, inputs and answers."""
     start, end = history.check_period(since, until, STATISTICS_PERIOD)
