@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlservice.errors import AppError
-from mlservice.history.recording import RequestRecord, add_answer, record_refusal
+from mlservice.history.recording import RequestRecord, record_refusal
 from mlservice.jobs import service as jobs
+from mlservice.jobs.submission import submit_recorded
 from mlservice.jobs.tables import Job
-from mlservice.predictors.base import InputLimits, InvalidInput
+from mlservice.predictors.base import InvalidInput
 
 if TYPE_CHECKING:
     from mlservice.app import Components
@@ -38,8 +39,6 @@ async def run_model(
     Refusals (no such model, bad input, not enough credits) raise the service's own errors and
     are recorded in the request history like the API's.
     """
-    settings = components.settings
-    limits = InputLimits(settings.max_upload_bytes, settings.max_image_pixels)
     submission = jobs.Submission(
         model_slug=slug,
         raw_params=json.dumps(params) if params else None,
@@ -52,21 +51,14 @@ async def run_model(
     try:
         async with components.db.session() as session:
             model, predictor = await jobs.runnable_model(session, slug, components.predictors)
-        validated = await jobs.validate(model, predictor, submission, limits)
-        record.describe_input(validated.meta)
-        async with components.db.session(write=True) as session:
-            outcome = await jobs.submit(
-                session,
-                user_id=user_id,
-                submission=submission,
-                idempotency_key=None,
-                predictors=components.predictors,
-                limits=limits,
-                storage=components.storage,
-                publisher=components.publisher,
-                validated=validated,
-            )
-            await add_answer(session, record, outcome)
+        outcome = await submit_recorded(
+            components,
+            user_id=user_id,
+            submission=submission,
+            model=model,
+            predictor=predictor,
+            record=record,
+        )
     except (AppError, InvalidInput) as exc:
         await record_refusal(components.db, record, exc)
         raise

@@ -8,12 +8,12 @@ from fastapi.responses import JSONResponse
 
 from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep, WriteSessionDep
 from mlservice.errors import error_responses
-from mlservice.history.recording import PredictionRequestDep, add_answer
+from mlservice.history.recording import PredictionRequestDep
 from mlservice.jobs import service
 from mlservice.jobs.errors import FileTooLarge
 from mlservice.jobs.schemas import JobPage, JobRead
+from mlservice.jobs.submission import submit_recorded
 from mlservice.jobs.tables import JobStatus
-from mlservice.predictors.base import InputLimits
 from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, limit_submissions
 from mlservice.users.auth import CurrentUser
 from mlservice.webhooks.service import subscription
@@ -68,7 +68,6 @@ async def submit_job(
 ) -> JSONResponse:
     """Submit a job: the model's price is held now and charged only if the job succeeds."""
     settings = components.settings
-    limits = InputLimits(settings.max_upload_bytes, settings.max_image_pixels)
     submission = service.Submission(
         model_slug=model,
         raw_params=params,
@@ -83,24 +82,16 @@ async def submit_job(
     # connection back: none is held while the input is decoded or the writer is awaited.
     model_row, predictor = await service.runnable_model(session, submission.model_slug, components.predictors)
     await session.close()
-    validated = await service.validate(model_row, predictor, submission, limits)
-    record.describe_input(validated.meta)
-    async with components.db.session(write=True) as session:
-        outcome = await service.submit(
-            session,
-            user_id=user.id,
-            submission=submission,
-            idempotency_key=idempotency_key,
-            predictors=components.predictors,
-            limits=limits,
-            storage=components.storage,
-            publisher=components.publisher,
-            validated=validated,
-            webhook_url=hook.url if hook else None,
-            webhook_events=hook.events if hook else None,
-        )
-        # In the job's transaction; a refused request is recorded by `record` itself.
-        await add_answer(session, record, outcome)
+    outcome = await submit_recorded(
+        components,
+        user_id=user.id,
+        submission=submission,
+        model=model_row,
+        predictor=predictor,
+        record=record,
+        idempotency_key=idempotency_key,
+        webhook=hook,
+    )
     # Committed above, before the response goes out.
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
 

@@ -28,11 +28,12 @@ from mlservice.catalog.service import ModelNotFound
 from mlservice.catalog.tables import CatalogModel
 from mlservice.db import after_rollback
 from mlservice.errors import NotFound
-from mlservice.history.recording import RequestRecord, add_answer
+from mlservice.history.recording import RequestRecord
 from mlservice.jobs import service as jobs
 from mlservice.jobs.errors import FileTooLarge, JobNotFound, MissingInput
+from mlservice.jobs.submission import submit_recorded
 from mlservice.jobs.tables import Job, JobStatus
-from mlservice.predictors.base import InputLimits, InvalidInput, Predictor
+from mlservice.predictors.base import InvalidInput, Predictor
 from mlservice.predictors.registry import discover_predictors
 from mlservice.replicate.errors import (
     InvalidCursor,
@@ -413,7 +414,6 @@ async def submit_prediction(
     then it is closed before the input is decoded and the write transaction waits for the writer.
     """
     settings = components.settings
-    limits = InputLimits(settings.max_upload_bytes, settings.max_image_pixels)
     model, cls = await jobs.runnable_model(session, slug, components.predictors)
     version_of(cls)  # known to this process from now on, for webhook bodies (see `predictor_for`)
     given = split_input(cls, body.input)
@@ -440,24 +440,17 @@ async def submit_prediction(
     )
     record.describe(submission)
     await session.close()
-    validated = await jobs.validate(model, cls, submission, limits)
-    record.describe_input(validated.meta)
-    async with components.db.session(write=True) as write:
-        outcome = await jobs.submit(
-            write,
-            user_id=user_id,
-            submission=submission,
-            idempotency_key=idempotency_key,
-            predictors=components.predictors,
-            limits=limits,
-            storage=components.storage,
-            publisher=components.publisher,
-            validated=validated,
-            webhook_url=webhook.url if webhook else None,
-            webhook_events=webhook.events if webhook else None,
-            webhook_flavour=WEBHOOK_FLAVOUR,
-        )
-        await add_answer(write, record, outcome)
+    outcome = await submit_recorded(
+        components,
+        user_id=user_id,
+        submission=submission,
+        model=model,
+        predictor=cls,
+        record=record,
+        idempotency_key=idempotency_key,
+        webhook=webhook,
+        webhook_flavour=WEBHOOK_FLAVOUR,
+    )
     return uuid.UUID(str(outcome.body["id"]))
 
 

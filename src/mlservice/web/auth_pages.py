@@ -11,6 +11,7 @@ from fastapi_users import exceptions as user_errors
 
 from mlservice.deps import SettingsDep
 from mlservice.security.ratelimit import limit_logins, limit_registrations
+from mlservice.settings import Settings
 from mlservice.users.auth import COOKIE_NAME, get_jwt_strategy, get_user_manager
 from mlservice.users.manager import UserManager, password_problem
 from mlservice.users.router import get_write_user_manager
@@ -20,6 +21,19 @@ from mlservice.web.deps import OptionalUser
 from mlservice.web.render import page, redirect, safe_next
 
 router = APIRouter(include_in_schema=False)
+
+
+def _set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=settings.jwt_lifetime_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+        path="/",
+    )
+
 
 CsrfField = Annotated[str | None, Form(alias="csrf_token")]
 
@@ -58,15 +72,7 @@ async def login(
         )
     token = await get_jwt_strategy(request).write_token(user)
     response = redirect(safe_next(next))
-    response.set_cookie(
-        COOKIE_NAME,
-        token,
-        max_age=settings.jwt_lifetime_seconds,
-        httponly=True,
-        samesite="lax",
-        secure=settings.cookie_secure,
-        path="/",
-    )
+    _set_session_cookie(response, token, settings)
     return response
 
 
@@ -114,15 +120,7 @@ async def register(
     response = redirect(
         "/", notice=f"Welcome! Your account starts with {settings.signup_bonus} free credits."
     )
-    response.set_cookie(
-        COOKIE_NAME,
-        token,
-        max_age=settings.jwt_lifetime_seconds,
-        httponly=True,
-        samesite="lax",
-        secure=settings.cookie_secure,
-        path="/",
-    )
+    _set_session_cookie(response, token, settings)
     return response
 
 
