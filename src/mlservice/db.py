@@ -18,29 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+
+# Every mapper must be known before the first query, whichever process this is.
+import mlservice.tables  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-# Constraint names Alembic can rely on, on both databases.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-# Autoincrementing 64-bit keys; SQLite only autoincrements a column declared INTEGER.
-BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
 
 Callback = Callable[[], Awaitable[None]]
 
@@ -105,9 +90,6 @@ def make_engine(url: str, echo: bool = False) -> AsyncEngine:
 
 class Database:
     def __init__(self, url: str, echo: bool = False) -> None:
-        # Every mapper must be known before the first query, whichever process this is.
-        import mlservice.tables  # noqa: F401
-
         self.url = url
         self.engine = make_engine(url, echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"

@@ -12,7 +12,7 @@ from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 if TYPE_CHECKING:
-    from mlservice.app import Components
+    from mlservice.components import Components
     from mlservice.settings import Settings
 
 

@@ -1,15 +1,15 @@
 """Every table, imported in one place so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from mlservice.apikeys.tables import ApiKey
-from mlservice.bot.tables import TelegramLink, TelegramLinkCode
 from mlservice.catalog.tables import CatalogModel
-from mlservice.db import Base
+from mlservice.chats.tables import TelegramLink, TelegramLinkCode
 from mlservice.faces.tables import FaceEntry
 from mlservice.history.tables import PredictionRequest
 from mlservice.idempotency.tables import IdempotencyKey
 from mlservice.jobs.tables import Job
-from mlservice.replicate.tables import UploadedFile
-from mlservice.storage.database import FileBlob
+from mlservice.orm import Base
+from mlservice.storage.tables import FileBlob
+from mlservice.uploads.tables import UploadedFile
 from mlservice.users.tables import User
 from mlservice.wallet.tables import Hold, LedgerEntry, Wallet
 from mlservice.webhooks.tables import WebhookDelivery, WebhookSecret

@@ -11,8 +11,14 @@ from http import HTTPStatus
 from typing import Any
 
 from mlservice import __version__
-from mlservice.app import Components, build_components, close_components, connect_queue
-from mlservice.health import readiness
+from mlservice.components import (
+    Components,
+    build_components,
+    close_components,
+    connect_queue,
+    readiness,
+    scrape_metrics,
+)
 from mlservice.observability.metrics import CONTENT_TYPE
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.registry import discover_predictors
@@ -77,7 +83,7 @@ async def serve_health(components: Components, host: str, port: int) -> asyncio.
                 status, body = 405, {"status": "method not allowed"}
             elif path == "/metrics" and components.settings.metrics_enabled:
                 status, body = 200, None
-                content_type, payload = CONTENT_TYPE, await components.metrics.scrape(components)
+                content_type, payload = CONTENT_TYPE, await scrape_metrics(components)
             elif path == "/health":
                 status, body = 200, {"status": "ok", "version": __version__}
             elif path == "/ready":

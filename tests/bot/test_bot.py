@@ -18,7 +18,7 @@ from aiogram.types import Update
 from sqlalchemy import func, select, update
 
 from mlservice.bot.runner import create_bot, create_dispatcher
-from mlservice.bot.tables import TelegramLinkCode
+from mlservice.chats.tables import TelegramLinkCode
 from mlservice.jobs.tables import Job
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.image_classifier import ImageClassifier

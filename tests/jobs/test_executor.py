@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from mlservice.jobs.executor import JobExecutor, Outcome, record_outcome, sweep
+from mlservice.jobs.attempts import Outcome
+from mlservice.jobs.executor import JobExecutor, record_outcome, sweep
 from mlservice.jobs.tables import Job
 from mlservice.predictors.base import PredictOutput
 from mlservice.types import utcnow

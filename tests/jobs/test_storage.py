@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from mlservice.storage.database import DatabaseStorage, FileBlob
+from mlservice.storage.database import DatabaseStorage
+from mlservice.storage.tables import FileBlob
 from tests.conftest import Service, wait_for_job
 
 

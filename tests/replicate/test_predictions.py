@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from mlservice.history.tables import PredictionRequest
+from mlservice.jobs.prediction_view import prediction_of, version_of
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.replicate import service as replicate
 from mlservice.replicate.errors import InvalidCursor, InvalidPrefer
@@ -77,7 +78,7 @@ async def test_create_and_wait_gives_the_finished_prediction(service: Service) -
     assert set(p) == PREDICTION_FIELDS
     assert p["status"] == "succeeded"
     assert p["model"] == "mlservice/test-echo"
-    assert p["version"] == replicate.version_of(EchoText).id
+    assert p["version"] == version_of(EchoText).id
     assert p["input"] == {"text": "hello", "sleep_ms": 0}
     base = f"http://testserver/api/jobs/{p['id']}"
     assert p["output"] == {"echo": "HELLO", "batch_size": 1, "files": {"echo": f"{base}/artifacts/echo"}}
@@ -126,11 +127,11 @@ async def test_statuses_are_replicates(service: Service) -> None:
             error_code="prediction_failed" if status is JobStatus.failed else None,
             error_message="it broke" if status is JobStatus.failed else None,
         )
-        p = replicate.prediction_of(job, {"test-echo": EchoText}, "http://x")
+        p = prediction_of(job, {"test-echo": EchoText}, "http://x")
         assert p.status == name
         assert p.error == ("it broke" if status is JobStatus.failed else None)
         # The answer to a Prefer: wait that ran out says "starting" for anything unfinished.
-        waited = replicate.prediction_of(job, {"test-echo": EchoText}, "http://x", waited_out=True)
+        waited = prediction_of(job, {"test-echo": EchoText}, "http://x", waited_out=True)
         assert waited.status == (name if status.finished else "starting")
 
 
@@ -182,7 +183,7 @@ async def test_prefer_wait_returns_when_the_wait_ends(service: Service) -> None:
 
 async def test_model_route_and_version_forms(service: Service) -> None:
     headers = await service.user()
-    version = replicate.version_of(EchoText).id
+    version = version_of(EchoText).id
     for ref in ("test-echo", "mlservice/test-echo", f"mlservice/test-echo:{version}", version):
         r = await create(service, headers, ref, {"prompt": "hi"}, prefer="wait")
         assert r.status_code == 201, (ref, r.text)
@@ -398,7 +399,7 @@ async def test_models_and_versions(service: Service) -> None:
     assert echo["price"] == 3
     assert echo["url"] == "http://testserver/models/test-echo"
     version = echo["latest_version"]
-    assert version["id"] == replicate.version_of(EchoText).id
+    assert version["id"] == version_of(EchoText).id
     inputs = version["openapi_schema"]["components"]["schemas"]["Input"]
     assert set(inputs["properties"]) == {"text", "sleep_ms"}
     assert inputs["required"] == ["text"]

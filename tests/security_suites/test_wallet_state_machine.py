@@ -31,7 +31,8 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select, update
 
 from mlservice.app import create_app
-from mlservice.jobs.executor import JobExecutor, Outcome, record_outcome, sweep
+from mlservice.jobs.attempts import Outcome
+from mlservice.jobs.executor import JobExecutor, record_outcome, sweep
 from mlservice.jobs.tables import Job
 from mlservice.predictors.base import PredictOutput
 from mlservice.settings import Settings

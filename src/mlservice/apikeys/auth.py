@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from fastapi import Request, Response
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -26,9 +26,6 @@ from mlservice.apikeys import service
 from mlservice.deps import AuthSessionDep, ComponentsDep
 from mlservice.types import utcnow
 from mlservice.users.tables import User
-
-if TYPE_CHECKING:
-    from mlservice.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -104,31 +101,6 @@ class ApiKeyStrategy:
 
     async def destroy_token(self, token: str, user: User) -> NoReturn:
         raise StrategyDestroyNotSupportedError()
-
-
-class KeyUses:
-    """Records keys' ``last_used_at``, off the request's own transaction.
-
-    At most once a minute per key (the key's last use, read with it, says when one is due; the
-    write is guarded too, for other processes), and one write in flight per key in this process,
-    so a burst of requests on a key queues one write for the SQLite writer, not one per request.
-    Best effort: a failed record is logged and the next due request tries again.
-    """
-
-    def __init__(self) -> None:
-        self._in_flight: set[uuid.UUID] = set()
-
-    async def record(self, db: Database, key_id: uuid.UUID) -> None:
-        if key_id in self._in_flight:
-            return
-        self._in_flight.add(key_id)
-        try:
-            async with db.session(write=True) as session:
-                await service.record_use(session, key_id, utcnow())
-        except Exception:
-            log.warning("could not record the use of API key %s", key_id, exc_info=True)
-        finally:
-            self._in_flight.discard(key_id)
 
 
 async def get_api_key_strategy(

@@ -8,7 +8,7 @@ from mlservice.apikeys import service
 from mlservice.apikeys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from mlservice.deps import SessionDep, WriteSessionDep
 from mlservice.errors import error_responses
-from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, limit_key_creation
+from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_key_creation
 from mlservice.users.auth import CurrentUser
 
 router = APIRouter(prefix="/keys", tags=["api keys"], responses=error_responses(401))

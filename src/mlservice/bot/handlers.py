@@ -31,7 +31,7 @@ from mlservice.users.tables import User
 from mlservice.wallet import service as wallet
 
 if TYPE_CHECKING:
-    from mlservice.app import Components
+    from mlservice.components import Components
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from mlservice.history.recording import RequestRecord, record_refusal
 from mlservice.jobs import service as jobs
 from mlservice.jobs.submission import submit_recorded
 from mlservice.jobs.tables import Job
+from mlservice.jobs.validation import Submission
 from mlservice.predictors.base import InvalidInput
 
 if TYPE_CHECKING:
-    from mlservice.app import Components
+    from mlservice.components import Components
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ async def run_model(
     Refusals (no such model, bad input, not enough credits) raise the service's own errors and
     are recorded in the request history like the API's.
     """
-    submission = jobs.Submission(
+    submission = Submission(
         model_slug=slug,
         raw_params=json.dumps(params) if params else None,
         data=given.data,

@@ -9,9 +9,8 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 
-from mlservice.app import Components, build_components, close_components, connect_queue
 from mlservice.bot.handlers import build_router
-from mlservice.catalog.service import sync_catalog
+from mlservice.components import Components, build_components, close_components, start_components
 from mlservice.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,14 +36,6 @@ def create_dispatcher(components: Components) -> Dispatcher:
     dispatcher = Dispatcher(components=components)
     dispatcher.include_router(build_router())
     return dispatcher
-
-
-async def start_components(components: Components) -> None:
-    await connect_queue(components)
-    async with components.db.session(write=True) as session:
-        await sync_catalog(session, components.predictors)
-    if components.workers is not None:
-        await components.workers.start()
 
 
 async def run_bot(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.bot.tables import TelegramLink, TelegramLinkCode
+from mlservice.chats.tables import TelegramLink, TelegramLinkCode
 from mlservice.errors import AppError
 from mlservice.types import utcnow
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlservice.db import Base
+from mlservice.orm import Base
 from mlservice.types import UTCDateTime, utcnow
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlservice.db import Base
+from mlservice.orm import Base
 from mlservice.types import UTCDateTime, utcnow
 
 

@@ -31,7 +31,7 @@ from mlservice.users.auth import CurrentUser
 if TYPE_CHECKING:
     from mlservice.db import Database
     from mlservice.idempotency.service import Outcome
-    from mlservice.jobs.service import Submission
+    from mlservice.jobs.validation import Submission
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlservice.db import Base, BigIntPK
+from mlservice.orm import Base, BigIntPK
 from mlservice.types import UTCDateTime, utcnow
 
 

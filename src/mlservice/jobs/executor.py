@@ -9,14 +9,12 @@ that lost its lease cannot overwrite the next attempt's outcome.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, cast
 
@@ -26,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.db import Database, after_rollback
+from mlservice.jobs.attempts import Claimed, Disposition, Outcome
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.events import announce_finished
 from mlservice.jobs.tables import Job, JobStatus
@@ -38,41 +37,6 @@ from mlservice.wallet import service as wallet
 from mlservice.webhooks import outbox as webhooks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Claimed:
-    id: uuid.UUID
-    attempt: int
-    user_id: uuid.UUID
-    input_file: str | None
-    input_text: str | None
-    params: dict[str, Any]
-    # For the job's log events and metrics (read by the claim itself, no query of their own).
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    cost: int = 0
-    request_id: str | None = None
-    webhook_url: str | None = None
-    webhook_events: list[str] | None = None
-
-
-@dataclass
-class Outcome:
-    prediction: PredictOutput | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    processing_ms: float | None = None
-    # The model (not the input) failed: worth another attempt, up to the attempt limit.
-    retryable: bool = False
-
-
-class Disposition(enum.StrEnum):
-    """What to do with a job's message once its attempt is settled in the database."""
-
-    ack = "ack"  # finished (or not ours to run): drop the message
-    retry = "retry"  # back to queued for another attempt: deliver the message again
-    dead_letter = "dead_letter"  # failed on its last attempt: park the message for inspection
 
 
 SuccessHook = Callable[[AsyncSession, PredictOutput], Awaitable[None]]

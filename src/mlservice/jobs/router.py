@@ -14,7 +14,9 @@ from mlservice.jobs.errors import FileTooLarge
 from mlservice.jobs.schemas import JobPage, JobRead
 from mlservice.jobs.submission import submit_recorded
 from mlservice.jobs.tables import JobStatus
-from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, limit_submissions
+from mlservice.jobs.validation import Submission
+from mlservice.jobs.views import job_read, job_summary
+from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_submissions
 from mlservice.users.auth import CurrentUser
 from mlservice.webhooks.service import subscription
 
@@ -68,7 +70,7 @@ async def submit_job(
 ) -> JSONResponse:
     """Submit a job: the model's price is held now and charged only if the job succeeds."""
     settings = components.settings
-    submission = service.Submission(
+    submission = Submission(
         model_slug=model,
         raw_params=params,
         data=await read_upload(file, settings.max_upload_bytes),
@@ -109,9 +111,7 @@ async def list_jobs(
     page = await service.list_jobs(
         session, user.id, limit=limit, offset=offset, status=status, model_slug=model
     )
-    return JobPage(
-        items=[service.job_summary(j) for j in page.items], total=page.total, limit=limit, offset=offset
-    )
+    return JobPage(items=[job_summary(j) for j in page.items], total=page.total, limit=limit, offset=offset)
 
 
 MAX_WAIT_S = 60.0
@@ -138,12 +138,12 @@ async def get_job(
     if wait > 0 and not JobStatus(job.status).finished:
         await session.close()
         job = await service.wait_for_job(components.db, components.events, user.id, job_id, wait)
-    return service.job_read(job)
+    return job_read(job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))
 async def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> JobRead:
-    return service.job_read(await service.cancel(session, user.id, job_id))
+    return job_read(await service.cancel(session, user.id, job_id))
 
 
 def _attachment(stored: service.StoredFile) -> Response:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,112 +17,23 @@ from mlservice.catalog.tables import CatalogModel
 from mlservice.db import Database, after_rollback
 from mlservice.idempotency import service as idempotency
 from mlservice.jobs.dispatch import JobPublisher
-from mlservice.jobs.errors import JobNotCancelable, JobNotFound, MissingInput, ModelUnavailable
+from mlservice.jobs.errors import JobNotCancelable, JobNotFound, ModelUnavailable
 from mlservice.jobs.events import JobEvents, announce_finished
 from mlservice.jobs.executor import artifact_key
-from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
 from mlservice.jobs.tables import Job, JobStatus
+from mlservice.jobs.validation import Submission, Validated, validate
+from mlservice.jobs.views import job_read
 from mlservice.observability.context import current_request_id
 from mlservice.observability.jobs import job_canceled, job_queued
-from mlservice.predictors.base import InputLimits, InvalidInput, Predictor
+from mlservice.predictors.base import InputLimits, Predictor
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
 from mlservice.wallet import service as wallet
 from mlservice.webhooks import outbox as webhooks
 
-MAX_TEXT_LENGTH = 10_000
-
-
-@dataclass(frozen=True)
-class Submission:
-    model_slug: str
-    raw_params: str | None
-    data: bytes | None
-    filename: str | None
-    text: str | None
-
 
 def input_key(job_id: uuid.UUID) -> str:
     return f"jobs/{job_id}/input"
-
-
-def parse_raw_params(raw: str | None) -> dict[str, Any]:
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"`params` is not valid JSON: {exc.msg}.", code="invalid_params") from exc
-    if not isinstance(value, dict):
-        raise InvalidInput("`params` must be a JSON object.", code="invalid_params")
-    return value
-
-
-def job_summary(job: Job) -> JobSummary:
-    return JobSummary(
-        id=job.id,
-        model=job.model_slug,
-        status=job.status,
-        cost=job.cost,
-        attempts=job.attempts,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        processing_ms=job.processing_ms,
-        error_code=job.error_code,
-    )
-
-
-def job_read(job: Job) -> JobRead:
-    error = None
-    if job.error_code:
-        error = JobError(code=job.error_code, message=job.error_message or "")
-    input_info = dict(job.input_meta)
-    if job.input_text is not None:
-        input_info["text"] = job.input_text
-    artifacts = [
-        ArtifactRead(name=name, url=f"/api/jobs/{job.id}/artifacts/{name}", **meta)
-        for name, meta in sorted((job.artifacts or {}).items())
-    ]
-    return JobRead(
-        **job_summary(job).model_dump(),
-        params=job.params,
-        input=input_info,
-        output=job.output,
-        artifacts=artifacts,
-        error=error,
-    )
-
-
-async def _validate(
-    submission: Submission, cls: type[Predictor], limits: InputLimits
-) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    params = cls.parse_params(parse_raw_params(submission.raw_params))
-    text = submission.text
-    if cls.input_kind == "text":
-        if text is None or not text.strip():
-            raise MissingInput("This model needs a non-empty `text`.", code="empty_text")
-        text = text.strip()
-        if len(text) > MAX_TEXT_LENGTH:
-            raise InvalidInput(f"`text` is limited to {MAX_TEXT_LENGTH} characters.", code="text_too_long")
-    elif submission.data is None:
-        raise MissingInput("This model needs an uploaded `file`.")
-    # Decoding to validate can take a while for large images: keep it off the event loop.
-    meta = await anyio.to_thread.run_sync(cls.prepare_input, submission.data, text, limits)
-    if submission.data is not None:
-        meta = {**meta, "bytes": len(submission.data)}
-        if submission.filename:
-            meta["filename"] = submission.filename[:200]
-    return params, meta, text
-
-
-@dataclass(frozen=True)
-class Validated:
-    params: dict[str, Any]
-    meta: dict[str, Any]
-    text: str | None
-    # The catalog row as read when the request was checked: its price is what the job costs.
-    model: CatalogModel | None = None
 
 
 async def runnable_model(
@@ -136,18 +45,6 @@ async def runnable_model(
     if cls is None:
         raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
     return model, cls
-
-
-async def validate(
-    model: CatalogModel, cls: type[Predictor], submission: Submission, limits: InputLimits
-) -> Validated:
-    """Check the request (parameters, input decoded) before any write transaction.
-
-    On SQLite there is one writer: decoding an upload while holding it would make every other
-    submit and every worker's claim and commit wait behind the decode. No connection is needed
-    meanwhile: the caller read ``model`` before.
-    """
-    return Validated(*await _validate(submission, cls, limits), model=model)
 
 
 async def submit(
@@ -174,7 +71,7 @@ async def submit(
     """
     if validated is None or validated.model is None:
         found, cls = await runnable_model(session, submission.model_slug, predictors)
-        validated = Validated(*await _validate(submission, cls, limits), model=found)
+        validated = await validate(found, cls, submission, limits)
     model = validated.model
     assert model is not None
     params, meta, text = validated.params, validated.meta, validated.text

@@ -8,6 +8,7 @@ from mlservice.catalog.tables import CatalogModel
 from mlservice.history.recording import RequestRecord, add_answer
 from mlservice.idempotency.service import Outcome
 from mlservice.jobs import service
+from mlservice.jobs.validation import Submission, validate
 from mlservice.predictors.base import InputLimits, Predictor
 from mlservice.webhooks.outbox import DEFAULT_FLAVOUR
 from mlservice.webhooks.service import Subscription
@@ -15,14 +16,14 @@ from mlservice.webhooks.service import Subscription
 if TYPE_CHECKING:
     import uuid
 
-    from mlservice.app import Components
+    from mlservice.components import Components
 
 
 async def submit_recorded(
     components: Components,
     *,
     user_id: uuid.UUID,
-    submission: service.Submission,
+    submission: Submission,
     model: CatalogModel,
     predictor: type[Predictor],
     record: RequestRecord,
@@ -34,7 +35,7 @@ async def submit_recorded(
     and record the request, all in one write transaction. ``model`` was read by the caller."""
     settings = components.settings
     limits = InputLimits(settings.max_upload_bytes, settings.max_image_pixels)
-    validated = await service.validate(model, predictor, submission, limits)
+    validated = await validate(model, predictor, submission, limits)
     record.describe_input(validated.meta)
     async with components.db.session(write=True) as session:
         outcome = await service.submit(

@@ -8,8 +8,9 @@ import logging
 
 from mlservice.catalog.service import batch_limits
 from mlservice.db import Database
+from mlservice.jobs.attempts import Disposition
 from mlservice.jobs.dispatch import JobPublisher
-from mlservice.jobs.executor import Disposition, JobExecutor, queued_jobs, sweep
+from mlservice.jobs.executor import JobExecutor, queued_jobs, sweep
 from mlservice.queue.base import Delivery, JobQueue
 
 log = logging.getLogger(__name__)

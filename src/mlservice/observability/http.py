@@ -8,13 +8,11 @@ import time
 from typing import Any
 
 import fastapi.routing
-from fastapi import APIRouter, Response
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlservice.deps import ComponentsDep
 from mlservice.observability.context import RequestContext, new_request_id, request_scope, valid_request_id
-from mlservice.observability.metrics import CONTENT_TYPE, ServiceMetrics
+from mlservice.observability.metrics import ServiceMetrics
 
 log = logging.getLogger("mlservice.http")
 
@@ -123,12 +121,3 @@ class RequestObservability:
         if context.user_id is not None:
             fields["user_id"] = str(context.user_id)
         log.log(level, "http.request", extra=fields)
-
-
-router = APIRouter(tags=["observability"])
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(components: ComponentsDep) -> Response:
-    """Prometheus exposition of this API process."""
-    return Response(await components.metrics.scrape(components), media_type=CONTENT_TYPE)

@@ -23,7 +23,7 @@ from mlservice.observability.metrics import ServiceMetrics
 from mlservice.types import utcnow
 
 if TYPE_CHECKING:
-    from mlservice.jobs.executor import Claimed, Outcome
+    from mlservice.jobs.attempts import Claimed, Outcome
     from mlservice.jobs.tables import Job
 
 log = logging.getLogger("mlservice.jobs.events")

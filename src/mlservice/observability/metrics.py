@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,10 +22,9 @@ from prometheus_client import (
 )
 from sqlalchemy import func, select
 
+from mlservice.db import Database
 from mlservice.jobs.tables import Job, JobStatus
-
-if TYPE_CHECKING:
-    from mlservice.app import Components
+from mlservice.predictors.pool import PredictorPool
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +135,13 @@ class ServiceMetrics:
             ):
                 metric.labels(model)
 
-    async def refresh(self, components: Components) -> None:
-        """Read the state the gauges describe: one grouped COUNT of the queued jobs."""
-        pool = components.pool
-        running_here = components.workers is not None
+    async def refresh(self, db: Database, pool: PredictorPool, *, running_here: bool) -> None:
+        """Read the state the gauges describe: one grouped COUNT of the queued jobs.
+        ``running_here``: this process runs jobs (its models' loaded state is then reported)."""
         for slug in pool.classes:
             self.model_loaded.labels(slug).set(1 if running_here and pool.is_loaded(slug) else 0)
         try:
-            async with components.db.session() as session:
+            async with db.session() as session:
                 rows = (
                     await session.execute(
                         select(Job.model_slug, func.count())
@@ -162,7 +159,7 @@ class ServiceMetrics:
         for slug in sorted(set(pool.classes) | set(counts)):
             self.jobs_queued.labels(slug).set(counts.get(slug, 0))
 
-    async def scrape(self, components: Components) -> bytes:
+    async def scrape(self, db: Database, pool: PredictorPool, *, running_here: bool) -> bytes:
         """The exposition text, gauges refreshed first."""
-        await self.refresh(components)
+        await self.refresh(db, pool, running_here=running_here)
         return generate_latest(self.registry)

@@ -22,6 +22,7 @@ from mlservice.errors import AppError
 from mlservice.history.recording import MAX_SLUG_LENGTH, RequestRecord, record_refusal, request_id_of
 from mlservice.jobs import service as jobs
 from mlservice.jobs.errors import JobNotCancelable
+from mlservice.jobs.prediction_view import prediction_of
 from mlservice.jobs.router import read_upload
 from mlservice.jobs.tables import JobStatus
 from mlservice.observability.context import note_user
@@ -41,7 +42,7 @@ from mlservice.replicate.schemas import (
     VersionedPredictionCreate,
     VersionPage,
 )
-from mlservice.security.ratelimit import limit_submissions
+from mlservice.security.limits import limit_submissions
 from mlservice.users.auth import fastapi_users
 from mlservice.users.tables import User
 
@@ -233,7 +234,7 @@ async def _create(
     )
     setattr(request.state, _RECORD, None)  # accepted and recorded: what follows is no refusal
     job = await service.prediction_job(components, user.id, job_id, wait_s)
-    prediction = service.prediction_of(job, components.predictors, base, waited_out=wait_s is not None)
+    prediction = prediction_of(job, components.predictors, base, waited_out=wait_s is not None)
     headers = {"Location": prediction.urls["get"]}
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={int(wait_s)}"
@@ -331,7 +332,7 @@ async def list_predictions(
             base, "/v1/predictions", page.previous.encode() if page.previous else None, limit
         ),
         next=service.page_url(base, "/v1/predictions", page.next.encode() if page.next else None, limit),
-        results=[service.prediction_of(job, components.predictors, base) for job in page.jobs],
+        results=[prediction_of(job, components.predictors, base) for job in page.jobs],
     )
 
 
@@ -340,7 +341,7 @@ async def get_prediction(
     request: Request, prediction_id: str, user: ApiUser, session: SessionDep, components: ComponentsDep
 ) -> Prediction:
     job = await jobs.get_owned_job(session, user.id, service.parse_prediction_id(prediction_id))
-    return service.prediction_of(job, components.predictors, base_url(request))
+    return prediction_of(job, components.predictors, base_url(request))
 
 
 @router.post("/predictions/{prediction_id}/cancel", response_model=Prediction, responses=problems(404, 409))
@@ -358,7 +359,7 @@ async def cancel_prediction(
             job = await jobs.get_owned_job(write, user.id, job_id)
             if not JobStatus(job.status).finished:
                 raise
-    return service.prediction_of(job, components.predictors, base_url(request))
+    return prediction_of(job, components.predictors, base_url(request))
 
 
 # -- models -----------------------------------------------------------------------------------------

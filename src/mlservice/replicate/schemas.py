@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-PredictionStatus = Literal["starting", "processing", "succeeded", "failed", "canceled"]
+from mlservice.jobs.prediction_view import Prediction, PredictionMetrics, PredictionStatus
+
+__all__ = ["Prediction", "PredictionMetrics", "PredictionStatus"]
 
 
 class PredictionCreate(BaseModel):
@@ -38,28 +40,6 @@ class VersionedPredictionCreate(PredictionCreate):
         max_length=200,
         description="A version id, `owner/name`, `owner/name:version` or a model's slug",
     )
-
-
-class PredictionMetrics(BaseModel):
-    predict_time: float | None = Field(default=None, description="Seconds the model ran")
-    total_time: float | None = Field(default=None, description="Seconds from creation to completion")
-
-
-class Prediction(BaseModel):
-    id: str
-    model: str = Field(description="`owner/name`")
-    version: str
-    input: dict[str, Any]
-    output: dict[str, Any] | None
-    error: str | None
-    logs: str
-    status: PredictionStatus
-    data_removed: bool = False
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    metrics: PredictionMetrics
-    urls: dict[str, str]
 
 
 class PredictionPage(BaseModel):

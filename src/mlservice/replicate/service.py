@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import re
@@ -31,10 +30,11 @@ from mlservice.errors import NotFound
 from mlservice.history.recording import RequestRecord
 from mlservice.jobs import service as jobs
 from mlservice.jobs.errors import FileTooLarge, JobNotFound, MissingInput
+from mlservice.jobs.prediction_view import OWNER, WEBHOOK_FLAVOUR, model_name, version_of
 from mlservice.jobs.submission import submit_recorded
-from mlservice.jobs.tables import Job, JobStatus
+from mlservice.jobs.tables import Job
+from mlservice.jobs.validation import Submission
 from mlservice.predictors.base import InvalidInput, Predictor
-from mlservice.predictors.registry import discover_predictors
 from mlservice.replicate.errors import (
     InvalidCursor,
     InvalidFileInput,
@@ -47,42 +47,26 @@ from mlservice.replicate.schemas import (
     FileRead,
     Model,
     ModelVersion,
-    Prediction,
     PredictionCreate,
-    PredictionMetrics,
-    PredictionStatus,
 )
-from mlservice.replicate.tables import UploadedFile
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
-from mlservice.webhooks import register_formatter
+from mlservice.uploads.tables import UploadedFile
 from mlservice.webhooks.service import subscription
 
 if TYPE_CHECKING:
-    from mlservice.app import Components
+    from mlservice.components import Components
 
-# Every model of this server has this owner: `mlservice/<slug>`. Other owners are other services'
-# models, which this server does not have (404), rather than a way to spell ours.
-OWNER = "mlservice"
 MAX_WAIT_S = 60
 PAGE_SIZE = 100
 TEXT_KEYS = ("text", "prompt")
 FILE_KEYS = ("image", "file")
-# The webhook bodies of jobs made here are predictions (see `webhook_body`).
-WEBHOOK_FLAVOUR = "replicate"
 # Uploads are inputs waiting for a prediction, not a file store: they expire, and each user may
 # keep only so many at once (uploads cost nothing, so nothing else would bound the disk they use).
 FILE_LIFETIME = timedelta(hours=24)
 MAX_LIVE_FILES = 100
 MAX_METADATA_CHARS = 10_000
 
-_STATUSES: dict[str, PredictionStatus] = {
-    JobStatus.queued: "starting",
-    JobStatus.running: "processing",
-    JobStatus.succeeded: "succeeded",
-    JobStatus.failed: "failed",
-    JobStatus.canceled: "canceled",
-}
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 # What a catalog slug can be: anything else names no model, and is not sent to the database.
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -90,84 +74,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # -- models and versions ---------------------------------------------------------------------------
-
-
-def model_name(slug: str) -> str:
-    return f"{OWNER}/{slug}"
-
-
-def input_schema(cls: type[Predictor]) -> dict[str, Any]:
-    """The JSON Schema of a prediction's ``input`` for this model: its input, then its parameters."""
-    params = cls.params_model.model_json_schema()
-    properties: dict[str, Any] = {}
-    if cls.input_kind == "text":
-        key = "text"
-        properties[key] = {
-            "type": "string",
-            "title": "Text",
-            "maxLength": jobs.MAX_TEXT_LENGTH,
-            "description": "The text to run the model on (`prompt` is accepted too).",
-        }
-    else:
-        key = "image" if cls.input_kind == "image" else "file"
-        properties[key] = {
-            "type": "string",
-            "format": "uri",
-            "title": key.capitalize(),
-            "description": "A data URI, or the URL of a file on this server (POST /v1/files). "
-            + ("`file` is accepted too." if key == "image" else ""),
-        }
-    properties.update(params.get("properties", {}))
-    schema: dict[str, Any] = {
-        "type": "object",
-        "title": "Input",
-        "properties": properties,
-        "required": [key, *params.get("required", [])],
-    }
-    if "$defs" in params:
-        schema["$defs"] = params["$defs"]
-    return schema
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    id: str
-    openapi_schema: dict[str, Any]
-
-
-# Predictors this process has served /v1 requests with, by slug: webhook bodies are rendered
-# without the app's components at hand (see `predictor_for`).
-_served: dict[str, type[Predictor]] = {}
-
-
-@functools.cache
-def _discovered() -> dict[str, type[Predictor]]:
-    return discover_predictors()
-
-
-def predictor_for(slug: str) -> type[Predictor] | None:
-    """The predictor of ``slug`` where no components are at hand: one this process served, else the
-    installed one (a worker process of its own serves no /v1 requests)."""
-    return _served.get(slug) or _discovered().get(slug)
-
-
-def version_of(cls: type[Predictor]) -> VersionInfo:
-    """A model's one version: its id changes when what the model takes (its input schema) does."""
-    _served.setdefault(cls.slug, cls)
-    return _version_of(cls)
-
-
-@functools.cache
-def _version_of(cls: type[Predictor]) -> VersionInfo:
-    inputs = input_schema(cls)
-    canonical = json.dumps({"model": cls.slug, "input": inputs}, sort_keys=True, separators=(",", ":"))
-    schema = {
-        "openapi": "3.0.2",
-        "info": {"title": cls.title, "version": __version__},
-        "paths": {},
-        "components": {"schemas": {"Input": inputs, "Output": {"type": "object", "title": "Output"}}},
-    }
-    return VersionInfo(hashlib.sha256(canonical.encode()).hexdigest(), schema)
 
 
 def model_version(cls: type[Predictor], row: CatalogModel) -> ModelVersion:
@@ -415,7 +321,6 @@ async def submit_prediction(
     """
     settings = components.settings
     model, cls = await jobs.runnable_model(session, slug, components.predictors)
-    version_of(cls)  # known to this process from now on, for webhook bodies (see `predictor_for`)
     given = split_input(cls, body.input)
     webhook_url, events = body.webhook, body.webhook_events_filter
     if webhook_url is None and body.webhook_completed is not None:
@@ -431,7 +336,7 @@ async def submit_prediction(
             base_url=base_url,
             max_bytes=settings.max_upload_bytes,
         )
-    submission = jobs.Submission(
+    submission = Submission(
         model_slug=slug,
         raw_params=json.dumps(given.params),
         data=file.data if file else None,
@@ -468,71 +373,6 @@ def parse_prediction_id(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise JobNotFound("Prediction not found.") from None
-
-
-def _file_key(cls: type[Predictor] | None) -> str:
-    return "image" if cls is not None and cls.input_kind == "image" else "file"
-
-
-def prediction_of(
-    job: Job,
-    predictors: Mapping[str, type[Predictor]],
-    base_url: str,
-    *,
-    waited_out: bool = False,
-) -> Prediction:
-    """The job in Replicate's shape.
-
-    ``waited_out``: the answer to a ``Prefer: wait`` that ran out before the job finished. Such an
-    answer says ``starting`` whatever the job is doing, as Replicate's does: its clients take any
-    other status in that answer for a finished prediction and stop waiting.
-    """
-    cls = predictors.get(job.model_slug)
-    given: dict[str, Any] = dict(job.params or {})
-    if job.input_text is not None:
-        given["text"] = job.input_text
-    if job.input_file is not None:
-        given[_file_key(cls)] = f"{base_url}/api/jobs/{job.id}/input"
-    output = None
-    if job.output is not None:
-        output = dict(job.output)
-        if job.artifacts:
-            # The files a job made, as URLs their owner fetches with the same bearer token.
-            files = {name: f"{base_url}/api/jobs/{job.id}/artifacts/{name}" for name in sorted(job.artifacts)}
-            output.setdefault("files", files)
-    status = JobStatus(job.status)
-    total = (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
-    url = f"{base_url}/v1/predictions/{job.id}"
-    return Prediction(
-        id=str(job.id),
-        model=model_name(job.model_slug),
-        version=version_of(cls).id if cls is not None else "",
-        input=given,
-        output=output,
-        error=(job.error_message or job.error_code) if status is JobStatus.failed else None,
-        logs="",
-        status="starting" if waited_out and not status.finished else _STATUSES[status],
-        created_at=job.created_at,
-        started_at=job.started_at,
-        completed_at=job.finished_at,
-        metrics=PredictionMetrics(
-            predict_time=job.processing_ms / 1000 if job.processing_ms is not None else None,
-            total_time=total,
-        ),
-        urls={"get": url, "cancel": f"{url}/cancel", "web": f"{base_url}/jobs/{job.id}"},
-    )
-
-
-def webhook_body(job: Job) -> dict[str, Any]:
-    """A webhook's body for a job made through /v1: the prediction, as GET /v1/predictions/{id}
-    answers it. A worker does not know the address clients reach this server by: the URLs in it
-    are paths on this server."""
-    cls = predictor_for(job.model_slug)
-    predictors = {job.model_slug: cls} if cls is not None else {}
-    return prediction_of(job, predictors, "").model_dump(mode="json")
-
-
-register_formatter(WEBHOOK_FLAVOUR, webhook_body)
 
 
 # -- cursors --------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from redis.exceptions import RedisError
 
 from mlservice.errors import AppError, ErrorResponse
 from mlservice.security.rates import Rate
-from mlservice.users.auth import CurrentUser
 
 if TYPE_CHECKING:
     from mlservice.settings import Settings
@@ -195,40 +194,3 @@ def client_address(request: Request) -> str:
     if isinstance(address, IPv6Address) and address.ipv4_mapped is None:
         return str(ip_network(f"{address}/64", strict=False))
     return str(address.ipv4_mapped if isinstance(address, IPv6Address) else address)
-
-
-def _limiter(request: Request) -> RateLimiter | None:
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    return limiter
-
-
-async def limit_logins(request: Request) -> None:
-    """Per address and e-mail (password guessing on one account), and per address (on many)."""
-    limiter = _limiter(request)
-    if limiter is None:
-        return
-    # FastAPI has parsed the login form before dependencies run; this reads its cached copy.
-    username = (await request.form()).get("username")
-    if not isinstance(username, str):
-        return  # not a login (the same router has /logout): nothing to guess
-    address = client_address(request)
-    await limiter.check("login-ip", address)
-    await limiter.check("login", address, username.strip().lower())
-
-
-async def limit_registrations(request: Request) -> None:
-    limiter = _limiter(request)
-    if limiter is not None:
-        await limiter.check("register", client_address(request))
-
-
-async def limit_submissions(request: Request, user: CurrentUser) -> None:
-    limiter = _limiter(request)
-    if limiter is not None:
-        await limiter.check("submit", str(user.id))
-
-
-async def limit_key_creation(request: Request, user: CurrentUser) -> None:
-    limiter = _limiter(request)
-    if limiter is not None:
-        await limiter.check("api-key", str(user.id))

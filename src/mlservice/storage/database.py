@@ -7,25 +7,14 @@ back together with the job, and an artifact together with the result that names 
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import BigInteger, LargeBinary, String, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
-from mlservice.db import Base, Database
+from mlservice.db import Database
 from mlservice.storage.local import validate_key
-from mlservice.types import UTCDateTime, utcnow
-
-
-class FileBlob(Base):
-    __tablename__ = "stored_files"
-
-    key: Mapped[str] = mapped_column(String(300), primary_key=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-    size: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+from mlservice.storage.tables import FileBlob
+from mlservice.types import utcnow
 
 
 class DatabaseStorage:

@@ -10,7 +10,7 @@ from fastapi_users.authentication import AuthenticationBackend
 
 from mlservice.deps import SettingsDep, WriteSessionDep
 from mlservice.errors import AppError, error_responses
-from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, limit_logins, limit_registrations
+from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_logins, limit_registrations
 from mlservice.users.auth import CurrentUser, cookie_backend, fastapi_users, jwt_backend
 from mlservice.users.manager import UserDatabase, UserManager
 from mlservice.users.schemas import UserCreate, UserRead

@@ -7,7 +7,7 @@ from fastapi_users_db_sqlalchemy import SQLAlchemyBaseUserTableUUID
 from sqlalchemy import Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlservice.db import Base
+from mlservice.orm import Base
 from mlservice.types import UTCDateTime, utcnow
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlservice.db import Base, BigIntPK
+from mlservice.orm import Base, BigIntPK
 from mlservice.types import UTCDateTime, utcnow
 
 

@@ -37,7 +37,7 @@ from mlservice.web.deps import PageAdmin, PageWallet
 from mlservice.web.render import page, redirect, safe_next
 
 if TYPE_CHECKING:
-    from mlservice.app import Components
+    from mlservice.components import Components
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 

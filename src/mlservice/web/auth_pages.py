@@ -10,7 +10,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from fastapi_users import exceptions as user_errors
 
 from mlservice.deps import SettingsDep
-from mlservice.security.ratelimit import limit_logins, limit_registrations
+from mlservice.security.limits import limit_logins, limit_registrations
 from mlservice.settings import Settings
 from mlservice.users.auth import COOKIE_NAME, get_jwt_strategy, get_user_manager
 from mlservice.users.manager import UserManager, password_problem

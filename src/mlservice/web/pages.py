@@ -26,8 +26,9 @@ from mlservice.faces.service import FaceNotFound
 from mlservice.idempotency import service as idempotency
 from mlservice.jobs import service as jobs
 from mlservice.jobs.errors import JobNotCancelable, JobNotFound
-from mlservice.jobs.service import MAX_TEXT_LENGTH
 from mlservice.jobs.tables import Job, JobStatus
+from mlservice.jobs.validation import MAX_TEXT_LENGTH
+from mlservice.jobs.views import job_read, job_summary
 from mlservice.wallet import service as wallet_service
 from mlservice.wallet.schemas import EntryRead, RefillResponse, WalletRead
 from mlservice.web.csrf import check_csrf
@@ -156,7 +157,7 @@ async def jobs_page(
         user=user,
         wallet=wallet,
         nav="jobs",
-        jobs=[jobs.job_summary(job) for job in listing.items],
+        jobs=[job_summary(job) for job in listing.items],
         titles=await _titles(session),
         pager=_pager(number, listing.total),
     )
@@ -174,7 +175,7 @@ async def job_page(
 ) -> Response:
     job = await jobs.get_owned_job(session, user.id, _parse_id(job_id, JobNotFound("Job not found.")))
     model = await catalog.get_model(session, job.model_slug)
-    read = jobs.job_read(job)
+    read = job_read(job)
     image_url = f"/jobs/{job.id}/input-image" if _inline_image_type(job, model) else None
     return page(
         request,

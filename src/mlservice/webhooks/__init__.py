@@ -14,22 +14,15 @@ How it fits together:
 - The code that makes an event happen calls :func:`enqueue` in its unit of work; the delivery
   row, with the body already rendered, commits with the change or not at all (outbox).
 - The body is the job as the API that created it shows it, at the moment of the event: the
-  ``JobRead`` of ``/api`` by default. Another API registers a formatter for its flavour
-  (:func:`register_formatter`) and names the flavour at submit; the job keeps it (in its
-  ``input_meta``, under a key ``/api`` does not show) so workers render it the same way.
+  ``JobRead`` of ``/api`` by default. Each API has a formatter for its flavour, registered by
+  the composition root (:func:`mlservice.components.build_components`) in every process, and
+  names the flavour at submit; the job keeps it (``jobs.webhook_flavour``) so workers render it
+  the same way.
 - :class:`mlservice.webhooks.deliverer.WebhookDeliverer`, started with every API and worker
   process, POSTs and retries them, signed as described in :mod:`mlservice.webhooks.signing`.
 
-For another API (the Replicate-compatible one, say)::
-
-    from mlservice.webhooks import register_formatter
-
-    register_formatter("replicate", prediction_json)  # Job -> JSON-ready dict, at import time
-    sub = webhooks.service.subscription(url, events, allow_private=settings.webhook_allow_private)
-    await jobs.service.submit(..., webhook_url=sub.url if sub else None,
-                              webhook_events=sub.events if sub else None, webhook_flavour="replicate")
+For another API (the Replicate-compatible one, say): add its formatter (``Job`` -> JSON-ready
+dict, no I/O) to the ones the composition root registers, check the request's fields with
+``webhooks.service.subscription(url, events, allow_private=...)`` and pass the flavour to
+``jobs.service.submit(..., webhook_flavour=...)``.
 """
-
-from mlservice.webhooks.outbox import EVENTS, announces, enqueue, register_formatter, subscribe
-
-__all__ = ["EVENTS", "announces", "enqueue", "register_formatter", "subscribe"]

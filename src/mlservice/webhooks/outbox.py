@@ -13,9 +13,10 @@ import json
 import logging
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,9 +25,6 @@ from mlservice.db import Database, after_commit, before_commit
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.types import utcnow
 from mlservice.webhooks.tables import WebhookDelivery
-
-if TYPE_CHECKING:
-    from mlservice.webhooks.deliverer import WebhookDeliverer
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +36,34 @@ Formatter = Callable[[Job], dict[str, Any]]
 
 DEFAULT_FLAVOUR = "api"
 
-_formatters: dict[str, Formatter] = {}
-# Database -> the deliverer of this process, woken when a transaction added deliveries.
-_deliverers: weakref.WeakKeyDictionary[Database, WebhookDeliverer] = weakref.WeakKeyDictionary()
+
+class Deliverer(Protocol):
+    def wake(self) -> None: ...
+
+
+@dataclass
+class _Wiring:
+    """What the outbox of one database needs in this process: set up by the composition root."""
+
+    formatters: dict[str, Formatter] = field(default_factory=dict)
+    # Woken when a transaction added deliveries.
+    deliverer: Deliverer | None = None
+
+
+_wiring: weakref.WeakKeyDictionary[Database, _Wiring] = weakref.WeakKeyDictionary()
 
 _PENDING = "webhook_events"
 _deliveries = cast(Table, WebhookDelivery.__table__)
 
 
-def register_formatter(flavour: str, formatter: Formatter) -> None:
-    """Render the bodies of jobs created with ``flavour`` with ``formatter``.
+def register_formatters(database: Database, formatters: Mapping[str, Formatter]) -> None:
+    """Render the bodies of jobs created with each flavour with its formatter.
 
-    Register when your module is imported (``mlservice.app`` imports every router in every
-    process, workers included). The formatter runs inside the transaction of the event, with
-    the job row as that transaction leaves it; it must not do I/O.
+    The composition root registers every flavour (``/api``'s and ``/v1``'s) in every process,
+    workers included. A formatter runs inside the transaction of the event, with the job row as
+    that transaction leaves it; it must not do I/O.
     """
-    _formatters[flavour] = formatter
+    _wiring.setdefault(database, _Wiring()).formatters.update(formatters)
 
 
 def subscribe(job: Job, url: str, events: Sequence[str] | None, *, flavour: str = DEFAULT_FLAVOUR) -> None:
@@ -100,26 +110,20 @@ def event_for(job: Job, occurrence: str) -> str | None:
     return None
 
 
-def render(job: Job) -> dict[str, Any]:
+def render(job: Job, formatters: Mapping[str, Formatter]) -> dict[str, Any]:
     flavour = job.webhook_flavour or DEFAULT_FLAVOUR
-    formatter = _formatters.get(flavour)
-    if formatter is not None:
+    for name in dict.fromkeys((flavour, DEFAULT_FLAVOUR)):
+        formatter = formatters.get(name)
+        if formatter is None:
+            log.warning("no webhook formatter %r registered for job %s", name, job.id)
+            continue
         try:
             # Through JSON once, so the stored body is exactly what will be sent.
             body: dict[str, Any] = json.loads(json.dumps(formatter(job), default=str))
             return body
         except Exception:
-            log.exception("webhook formatter %r failed for job %s; sending the /api view", flavour, job.id)
-    elif flavour != DEFAULT_FLAVOUR:
-        log.warning("no webhook formatter %r registered; sending the /api view of job %s", flavour, job.id)
-    return api_view(job)
-
-
-def api_view(job: Job) -> dict[str, Any]:
-    # Imported here: the jobs service itself enqueues webhook events.
-    from mlservice.jobs.service import job_read
-
-    return job_read(job).model_dump(mode="json")
+            log.exception("webhook formatter %r failed for job %s", name, job.id)
+    return {"id": str(job.id), "status": str(job.status)}
 
 
 async def _write(session: AsyncSession) -> None:
@@ -132,6 +136,9 @@ async def _write(session: AsyncSession) -> None:
             select(Job).where(Job.id.in_(list(pending))).execution_options(populate_existing=True)
         )
     }
+    database = session.info.get("database")
+    wiring = _wiring.get(database) if isinstance(database, Database) else None
+    formatters = wiring.formatters if wiring is not None else {}
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for job_id, occurrences in pending.items():
@@ -143,7 +150,7 @@ async def _write(session: AsyncSession) -> None:
             event = event_for(job, occurrence)
             if event is None:
                 continue
-            body = body if body is not None else render(job)
+            body = body if body is not None else render(job, formatters)
             rows.append(
                 {
                     "job_id": job.id,
@@ -160,8 +167,7 @@ async def _write(session: AsyncSession) -> None:
     if not rows:
         return
     await session.execute(insert(_deliveries), rows)
-    database = session.info.get("database")
-    deliverer = _deliverers.get(database) if isinstance(database, Database) else None
+    deliverer = wiring.deliverer if wiring is not None else None
     if deliverer is not None:
 
         async def wake() -> None:
@@ -170,6 +176,6 @@ async def _write(session: AsyncSession) -> None:
         after_commit(session, wake)
 
 
-def attach(database: Database, deliverer: WebhookDeliverer) -> None:
+def attach(database: Database, deliverer: Deliverer) -> None:
     """Wake ``deliverer`` whenever a transaction on ``database`` in this process adds deliveries."""
-    _deliverers[database] = deliverer
+    _wiring.setdefault(database, _Wiring()).deliverer = deliverer

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mlservice.db import Base
+from mlservice.orm import Base
 from mlservice.types import UTCDateTime, utcnow
 
 

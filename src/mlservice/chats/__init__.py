@@ -1,0 +1,1 @@
+"""Telegram chats linked to accounts: one-time link codes and the links themselves."""

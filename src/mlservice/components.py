@@ -1,0 +1,231 @@
+"""The composition root: every long-lived part of a process, built from the settings, started and
+closed in dependency order.
+
+Each entry point builds from here: the API (:func:`mlservice.app.create_app`), ``mlservice
+worker`` (:mod:`mlservice.worker`) and ``mlservice bot`` (:mod:`mlservice.bot.runner`). Request
+dependencies, bot handlers and use cases receive the :class:`Components` at run time; nothing
+imports the entry points. This module imports no HTTP API, web page or bot module, so a worker
+process loads none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from sqlalchemy import text
+
+from mlservice.apikeys.uses import KeyUses
+from mlservice.catalog.service import sync_catalog
+from mlservice.db import Database
+from mlservice.jobs.dispatch import JobPublisher
+from mlservice.jobs.events import JobEvents
+from mlservice.jobs.executor import JobExecutor
+from mlservice.jobs.prediction_view import WEBHOOK_FLAVOUR as V1_FLAVOUR
+from mlservice.jobs.prediction_view import prediction_body
+from mlservice.jobs.tables import Job
+from mlservice.jobs.views import job_read
+from mlservice.jobs.workers import JobWorkers
+from mlservice.observability.jobs import JobTelemetry
+from mlservice.observability.metrics import ServiceMetrics
+from mlservice.predictors import runtime
+from mlservice.predictors.base import Predictor
+from mlservice.predictors.pool import PredictorPool
+from mlservice.predictors.registry import discover_predictors
+from mlservice.predictors.vector_index import VectorIndexFactory
+from mlservice.queue.base import JobQueue
+from mlservice.queue.memory import InProcessQueue
+from mlservice.queue.rabbitmq import RabbitMQQueue
+from mlservice.security.ratelimit import RateLimiter
+from mlservice.settings import Settings
+from mlservice.storage.base import Storage
+from mlservice.storage.database import DatabaseStorage
+from mlservice.storage.local import LocalStorage
+from mlservice.webhooks import outbox
+from mlservice.webhooks.deliverer import RetryPolicy, WebhookDeliverer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    settings: Settings
+    db: Database
+    storage: Storage
+    queue: JobQueue
+    publisher: JobPublisher
+    events: JobEvents
+    predictors: dict[str, type[Predictor]]
+    pool: PredictorPool
+    # Consumers of the queue in this process (None: an API process that runs no jobs).
+    workers: JobWorkers | None
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    webhooks: WebhookDeliverer | None = None
+    api_key_uses: KeyUses = field(default_factory=KeyUses)
+    rate_limiter: RateLimiter | None = None
+
+
+def api_body(job: Job) -> dict[str, Any]:
+    """The default webhook body: the job as ``GET /api/jobs/{id}`` shows it."""
+    return job_read(job).model_dump(mode="json")
+
+
+def build_components(
+    settings: Settings,
+    predictors: Mapping[str, type[Predictor]] | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> Components:
+    """Everything a process needs, created but not started: nothing connects yet."""
+    metrics = metrics if metrics is not None else ServiceMetrics()
+    db = Database(settings.resolved_database_url, echo=settings.database_echo)
+    runtime.configure(
+        intra_op_num_threads=settings.inference_threads or None, allow_spinning=settings.inference_spinning
+    )
+    predictors = dict(predictors) if predictors is not None else discover_predictors()
+    pool = PredictorPool(
+        predictors,
+        settings.resolved_model_cache_dir,
+        vector_index=VectorIndexFactory(settings.vector_index, settings.resolved_vector_index_url),
+    )
+    queue: JobQueue = (
+        RabbitMQQueue(settings.broker_url, delivery_limit=settings.broker_delivery_limit)
+        if settings.broker_url
+        else InProcessQueue()
+    )
+    storage: Storage = (
+        DatabaseStorage(db)
+        if settings.storage_backend == "database"
+        else LocalStorage(settings.resolved_storage_dir)
+    )
+    # Webhook bodies in the shape of the API that created the job, in every process that can
+    # make an event happen (API, worker, bot): each flavour's formatter is registered here.
+    outbox.register_formatters(
+        db, {outbox.DEFAULT_FLAVOUR: api_body, V1_FLAVOUR: partial(prediction_body, predictors=predictors)}
+    )
+    publisher = JobPublisher(db, queue)
+    events = JobEvents(db)
+    workers = None
+    if settings.workers > 0:
+        executor = JobExecutor(
+            db,
+            storage,
+            pool,
+            lease_seconds=settings.job_lease_seconds,
+            max_attempts=settings.job_max_attempts,
+            telemetry=JobTelemetry(metrics, pool.classes),
+        )
+        workers = JobWorkers(
+            db,
+            queue,
+            executor,
+            publisher,
+            concurrency=settings.workers,
+            max_attempts=settings.job_max_attempts,
+            preload=settings.preload_models,
+            batching=settings.batching,
+            resume_queued=not settings.broker_url,
+            sweep_interval_s=settings.sweep_interval_seconds,
+            relay_after_s=settings.relay_after_seconds,
+        )
+    deliverer = WebhookDeliverer(
+        db,
+        timeout_s=settings.webhook_timeout_seconds,
+        policy=RetryPolicy(settings.webhook_max_attempts, tuple(settings.webhook_retry_delays)),
+        allow_private=settings.webhook_allow_private,
+        concurrency=settings.webhook_concurrency,
+    )
+    return Components(
+        settings,
+        db,
+        storage,
+        queue,
+        publisher,
+        events,
+        predictors,
+        pool,
+        workers,
+        metrics,
+        deliverer,
+        rate_limiter=RateLimiter.from_settings(settings),
+    )
+
+
+async def connect_queue(components: Components) -> None:
+    """Connect to the broker and start the publisher, the finish events and the deliverer."""
+    if isinstance(components.queue, RabbitMQQueue):
+        await components.queue.connect(components.predictors)
+    await components.publisher.start()
+    await components.events.start()
+    if components.webhooks is not None:
+        await components.webhooks.start()
+
+
+async def start_components(components: Components) -> None:
+    """Connect, bring the catalog up to date with the installed models, start this process's workers."""
+    await connect_queue(components)
+    async with components.db.session(write=True) as session:
+        await sync_catalog(session, components.predictors)
+    if components.workers is not None:
+        await components.workers.start()
+
+
+async def close_components(components: Components) -> None:
+    """Stop in dependency order: workers, then the publisher's last marks, the broker, the database."""
+    if components.workers is not None:
+        await components.workers.stop()
+    await components.publisher.stop()
+    await components.events.stop()
+    if components.webhooks is not None:
+        await components.webhooks.stop()
+    await components.queue.close()
+    await components.db.dispose()
+    if components.rate_limiter is not None:
+        await components.rate_limiter.close()
+
+
+async def dependency_checks(components: Components) -> dict[str, str]:
+    """ "ok" or the error, for the database and (when there is one) the broker."""
+    checks: dict[str, str] = {}
+    try:
+        async with components.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    if components.queue.durable:
+        checks["broker"] = "ok" if components.queue.connected else "error: not connected"
+    return checks
+
+
+async def readiness(components: Components) -> tuple[bool, dict[str, Any]]:
+    """Database reachable, broker connected, and (when preloading) every model this process runs
+    loaded; the state of each of those models (none for an API process that runs no jobs)."""
+    checks = await dependency_checks(components)
+    pool = components.pool
+    workers = components.workers
+    models = (
+        {slug: "loaded" if pool.is_loaded(slug) else "not loaded" for slug in pool.classes}
+        if workers is not None
+        else {}
+    )
+    ok = all(value == "ok" for value in checks.values())
+    if components.settings.preload_models:
+        ok = ok and all(state == "loaded" for state in models.values())
+    running = len(workers.executor.running) if workers is not None else 0
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "checks": checks,
+        "models": models,
+        "running_jobs": running,
+    }
+    return ok, body
+
+
+async def scrape_metrics(components: Components) -> bytes:
+    """This process's Prometheus exposition, its gauges read first."""
+    return await components.metrics.scrape(
+        components.db, components.pool, running_here=components.workers is not None
+    )

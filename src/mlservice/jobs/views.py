@@ -1,0 +1,43 @@
+"""A job as ``/api`` shows it (``JobRead``, ``JobSummary``): the REST answers, the web pages and the
+default body of webhooks."""
+
+from __future__ import annotations
+
+from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
+from mlservice.jobs.tables import Job
+
+
+def job_summary(job: Job) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        model=job.model_slug,
+        status=job.status,
+        cost=job.cost,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        processing_ms=job.processing_ms,
+        error_code=job.error_code,
+    )
+
+
+def job_read(job: Job) -> JobRead:
+    error = None
+    if job.error_code:
+        error = JobError(code=job.error_code, message=job.error_message or "")
+    input_info = dict(job.input_meta)
+    if job.input_text is not None:
+        input_info["text"] = job.input_text
+    artifacts = [
+        ArtifactRead(name=name, url=f"/api/jobs/{job.id}/artifacts/{name}", **meta)
+        for name, meta in sorted((job.artifacts or {}).items())
+    ]
+    return JobRead(
+        **job_summary(job).model_dump(),
+        params=job.params,
+        input=input_info,
+        output=job.output,
+        artifacts=artifacts,
+        error=error,
+    )
