@@ -1,13 +1,13 @@
 # `make run`: set up and start mlservice on the embedded default (SQLite, local files, in-process workers).
 # `make test`: set up and run the linters, the type checker and the whole test suite (the browser tests'
-# Chromium is installed when missing: `make chromium`).
+# Chromium and tests/deploy's nginx are installed when missing: `make chromium`, `make nginx`).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint chromium bench clean
+.PHONY: install run test lint chromium nginx bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,8 @@ run: install
 	$(BIN)/mlservice serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/mypy
 
 # The browser tests (tests/web/test_browser*.py) drive Debian's Chromium through Playwright, which
@@ -44,7 +44,16 @@ chromium:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: lint chromium
+# tests/deploy and `make deploy-local` run an nginx of their own (deploy/local never installs one).
+# RUNLEVEL=1: the package's postinst must not start the system nginx service (invoke-rc.d starts
+# nothing for runlevel 1); only the launcher's own nginx processes are ever run. Debian puts nginx
+# in /usr/sbin, which is not on every user's PATH.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq nginx >/dev/null; }
+
+test: lint chromium nginx
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install
@@ -58,14 +67,15 @@ clean:
 
 # `make deploy-local`: the scaled-out layout as processes on this machine, nginx → 2 APIs → RabbitMQ →
 # 2 workers, on the local PostgreSQL (database mlservice_local) and RabbitMQ (vhost mlservice-local),
-# both created when missing. Prints the URL; Ctrl-C stops everything. nginx is installed when missing.
+# both created when missing. Prints the URL; Ctrl-C stops everything. nginx is installed when missing
+# (`make nginx`). The launcher is deploy/local: `python -m deploy.local --help`, from the repository root.
 DEPLOY_PG ?= postgres@127.0.0.1:5432
 DEPLOY_AMQP ?= guest:guest@127.0.0.1:5672
 DEPLOY_DB := mlservice_local
 DEPLOY_VHOST := mlservice-local
 
 .PHONY: deploy-local
-deploy-local: install
+deploy-local: install nginx
 	$(BIN)/mlservice models prepare
 	psql -q "postgresql://$(DEPLOY_PG)/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$(DEPLOY_DB)'" \
 		| grep -q 1 || psql -q "postgresql://$(DEPLOY_PG)/postgres" -c 'CREATE DATABASE "$(DEPLOY_DB)"'
@@ -74,4 +84,4 @@ deploy-local: install
 	HF_HUB_OFFLINE=1 \
 	MLSERVICE_DATABASE_URL='postgresql+asyncpg://$(DEPLOY_PG)/$(DEPLOY_DB)' \
 	MLSERVICE_BROKER_URL='amqp://$(DEPLOY_AMQP)/$(DEPLOY_VHOST)' \
-		$(BIN)/mlservice deploy-local --var-dir var/deploy-local
+		$(BIN)/python -m deploy.local --var-dir var/deploy-local

@@ -65,13 +65,13 @@ sys.path.insert(0, str(ROOT))
 import asyncpg  # noqa: E402
 import numpy as np  # noqa: E402
 import uvloop  # noqa: E402
+from deploy.local import LocalDeployment  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from bench import loadgen  # noqa: E402
 from bench.loadgen import Cell, Connection, Sample, median, percentile  # noqa: E402
 from bench.noop import NoOp, install_plugin  # noqa: E402
-from mlservice.deploy_local import LocalDeployment  # noqa: E402
 from mlservice.predictors.base import PredictInput  # noqa: E402
 from mlservice.predictors.image_classifier import ImageClassifier, preprocess  # noqa: E402
 

@@ -4,11 +4,13 @@ the migrations, emptied before each test; the app with its lifespan; users and t
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import io
 import os
 import secrets
 import subprocess
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from mlservice.predictors.malware import MalwareDetection
 from mlservice.predictors.movie_recommendation import MovieRecommendation
 from mlservice.settings import Settings
 from mlservice.tables import metadata
-from mlservice.users.service import create_admin
+from mlservice.users.usecases import create_admin
 from tests.fixtures.predictors import EchoText
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,60 @@ BACKENDS = [
 PG_SERVER = os.environ.get("MLSERVICE_TEST_PG", "postgres@127.0.0.1:5432")
 BROKER = os.environ.get("MLSERVICE_TEST_AMQP", "guest:guest@127.0.0.1:5672")
 PASSWORD = "correct horse 42"
+
+# -- markers (registered in pyproject.toml, described in README.md under "The two commands") ------
+# By where a test lives: every test of these files gets the marker.
+MARKERS_BY_PATH: dict[str, tuple[str, ...]] = {
+    "browser": ("tests/web/test_browser*.py",),
+    "deploy": ("tests/deploy/*",),
+    # Generated inputs: schemathesis over the OpenAPI schema, a hypothesis state machine. (The
+    # authorization matrix and the privilege-escalation sweep beside them are exhaustive, not fuzzed.)
+    "fuzz": (
+        "tests/security_suites/test_openapi_contract.py",
+        "tests/security_suites/test_wallet_state_machine.py",
+    ),
+}
+# `slow`: over ~10 s each (measured with --durations on SQLite, setup included). By node id without
+# parameters (a listed test is slow with every parameter)...
+SLOW: tuple[str, ...] = (
+    "tests/test_e2e.py::test_user_flow",  # a live server of its own: 25 s
+    "tests/security_suites/test_openapi_contract.py::test_openapi_contract",  # 75 s
+    "tests/security_suites/test_wallet_state_machine.py::test_wallet_state_machine",  # 30 s
+    "tests/security_suites/test_privilege_escalation.py::test_no_field_grants_privileges",  # 25 s
+    "tests/security_suites/test_authorization.py::test_authorization_matrix",  # 15 s
+)
+# ...and every test that uses a fixture taking that long to set up: a live `mlservice serve` (about
+# 25 s; shared, but whichever test comes first pays for it), the movie recommender's model (35 s).
+SLOW_FIXTURES = frozenset(
+    {"live_server", "live_server_pg", "live_server_any", "cli_server", "replicate_server", "recommender"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    modules: dict[str, Any] = {}
+    for item in items:
+        try:
+            path = item.path.resolve().relative_to(ROOT).as_posix()
+        except ValueError:
+            continue  # a test from outside the repository
+        for marker, patterns in MARKERS_BY_PATH.items():
+            if any(fnmatch.fnmatch(path, pattern) for pattern in patterns):
+                item.add_marker(marker)
+        if item.nodeid.split("[", 1)[0] in SLOW or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker("slow")
+        if isinstance(item, pytest.Function):
+            modules[path] = item.module
+    # A renamed or removed slow test would lose its marker without a word: say so when its module
+    # is collected.
+    for test_id in SLOW:
+        path, *names = test_id.split("::")
+        found: Any = modules.get(path)
+        for name in names:
+            found = getattr(found, name, None)
+        if path in modules and found is None:
+            warnings.warn(
+                f"tests/conftest.py: SLOW names a test that does not exist: {test_id}", stacklevel=1
+            )
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,9 @@
-"""The whole user flow over HTTP against a real `mlservice serve` process on a free port."""
+"""The whole user flow over HTTP against a real `mlservice serve` process on a free port
+(tests/fixtures/live_server.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,52 +12,27 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, empty_database
+from tests.fixtures.live_server import running_server
 
 CAT_CLASS_IDS = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# The service's own defaults for what the browser tests' servers change (rate limits, workers).
+DEFAULTS: dict[str, str | None] = dict.fromkeys(
+    ["MLSERVICE_RATE_LIMITS_ENABLED", "MLSERVICE_WORKERS", "MLSERVICE_INFERENCE_THREADS"]
+)
 
 
 @pytest.fixture
-def server(database_url: str, model_cache: Path, tmp_path: Path) -> Iterator[str]:
+def server(database_url: str, backend: str, model_cache: Path, tmp_path: Path) -> Iterator[str]:
+    """``mlservice serve`` on this run's database (emptied first) with the built-in models only,
+    and an administrator root@example.com; yields its base URL."""
     asyncio.run(empty_database(database_url))
-    port = free_port()
-    env = os.environ | {
-        "MLSERVICE_DATABASE_URL": database_url,
-        "MLSERVICE_VAR_DIR": str(tmp_path / "var"),
-        "MLSERVICE_MODEL_CACHE_DIR": str(model_cache),
-        "MLSERVICE_PORT": str(port),
-        "MLSERVICE_LOG_LEVEL": "warning",
-        "MLSERVICE_ADMIN_PASSWORD": PASSWORD,
-    }
-    cli = [sys.executable, "-m", "mlservice"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*cli, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"server did not start:\n{out}")
-            time.sleep(0.2)
-        admin = subprocess.run(
-            [*cli, "create-admin", "--email", "root@example.com"], env=env, capture_output=True, text=True
-        )
-        assert admin.returncode == 0, admin.stderr
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running_server(
+        f"e2e-{backend}", database_url, model_cache, tmp_path, env=DEFAULTS, echo_plugin=False
+    ) as live:
+        live.create_admin("root@example.com", PASSWORD)
+        yield live.url
 
 
 async def test_user_flow(server: str, chelsea_jpeg: bytes) -> None:

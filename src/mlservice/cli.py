@@ -72,7 +72,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 async def _create_admin(settings: Settings, email: str, password: str) -> str:
     from mlservice.db import Database
     from mlservice.errors import AppError
-    from mlservice.users.service import create_admin
+    from mlservice.users.usecases import create_admin
 
     db = Database(settings.resolved_database_url)
     try:
@@ -122,24 +122,6 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _deploy_local(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mlservice.deploy_local import LocalDeployment, run_until_interrupted
-
-    deployment = LocalDeployment(
-        settings.resolved_database_url,
-        settings.broker_url,
-        Path(args.var_dir),
-        api_count=args.apis,
-        worker_count=args.workers,
-        models=args.models,
-        model_cache_dir=settings.resolved_model_cache_dir,
-        port=args.port,
-    )
-    return run_until_interrupted(deployment)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlservice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,17 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", help="prefer MLSERVICE_ADMIN_PASSWORD or the prompt")
     admin.set_defaults(handler=_create_admin_cmd)
-
-    deploy = sub.add_parser(
-        "deploy-local",
-        help="nginx, API and worker processes on loopback (MLSERVICE_BROKER_URL), until Ctrl-C",
-    )
-    deploy.add_argument("--apis", type=int, default=2)
-    deploy.add_argument("--workers", type=int, default=2)
-    deploy.add_argument("--models", nargs="*", help="model slugs the workers run (default: all)")
-    deploy.add_argument("--port", type=int, help="nginx port (default: a free one)")
-    deploy.add_argument("--var-dir", default="var/deploy-local", help="shared by every process")
-    deploy.set_defaults(handler=_deploy_local)
 
     models = sub.add_parser(
         "models", help="client: the server's catalog; `models prepare|list`: this machine's model files"

@@ -21,11 +21,15 @@ from sqlalchemy import text
 from mlservice.apikeys.uses import KeyUses
 from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
+from mlservice.faces.hooks import face_hooks
+from mlservice.jobs import repository as jobs_repository
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.events import JobEvents
 from mlservice.jobs.executor import JobExecutor
+from mlservice.jobs.hooks import JobHooks
 from mlservice.jobs.prediction_view import WEBHOOK_FLAVOUR as V1_FLAVOUR
 from mlservice.jobs.prediction_view import prediction_body
+from mlservice.jobs.retries import Backoff
 from mlservice.jobs.tables import Job
 from mlservice.jobs.views import job_read
 from mlservice.jobs.workers import JobWorkers
@@ -73,6 +77,19 @@ def api_body(job: Job) -> dict[str, Any]:
     return job_read(job).model_dump(mode="json")
 
 
+def job_hooks(predictors: Mapping[str, type[Predictor]]) -> dict[str, JobHooks]:
+    """What features do around the runs of their models (see :mod:`mlservice.jobs.hooks`), by the
+    slug of each installed model they were written for (another model under the same slug, a test
+    stand-in say, gets none)."""
+    by_class = face_hooks()
+    return {
+        slug: hooks
+        for slug, cls in predictors.items()
+        for model, hooks in by_class.items()
+        if issubclass(cls, model)
+    }
+
+
 def build_components(
     settings: Settings,
     predictors: Mapping[str, type[Predictor]] | None = None,
@@ -116,6 +133,8 @@ def build_components(
             lease_seconds=settings.job_lease_seconds,
             max_attempts=settings.job_max_attempts,
             telemetry=JobTelemetry(metrics, pool.classes),
+            hooks=job_hooks(predictors),
+            backoff=Backoff(settings.job_retry_base_seconds, settings.job_retry_max_seconds),
         )
         workers = JobWorkers(
             db,
@@ -225,7 +244,13 @@ async def readiness(components: Components) -> tuple[bool, dict[str, Any]]:
 
 
 async def scrape_metrics(components: Components) -> bytes:
-    """This process's Prometheus exposition, its gauges read first."""
-    return await components.metrics.scrape(
-        components.db, components.pool, running_here=components.workers is not None
-    )
+    """This process's Prometheus exposition, its gauges read first (one grouped COUNT)."""
+    queued: dict[str, int] | None
+    try:
+        async with components.db.session() as session:
+            queued = await jobs_repository.count_queued(session)
+    except Exception:
+        log.warning("could not count the queued jobs for /metrics", exc_info=True)
+        queued = None
+    components.metrics.refresh(components.pool, queued, running_here=components.workers is not None)
+    return components.metrics.exposition()

@@ -1,4 +1,9 @@
-"""Dependencies shared by every router: the unit of work and the app's components."""
+"""Dependencies shared by every router: the app's components and the request's read session.
+
+Writes are never made in a request-scoped session: a route calls a use case, which opens its own
+unit of work. A route that writes first closes the read session (``await session.close()``):
+the request may then wait for the SQLite writer, and a queue of waiters each holding a pooled
+connection would starve the one that holds it."""
 
 from __future__ import annotations
 
@@ -41,18 +46,7 @@ async def get_session(session: AuthSessionDep) -> AsyncSession:
     return session
 
 
-async def get_write_session(request: Request, auth_session: AuthSessionDep) -> AsyncIterator[AsyncSession]:
-    # Hand the read connection back first: the request may now wait for the SQLite writer, and a
-    # queue of waiters each holding a pooled connection would starve the one that holds it.
-    await auth_session.close()
-    async with get_components(request).db.session(write=True) as session:
-        yield session
-
-
-# scope="function": the unit of work commits before the response is sent, so a client never
-# sees a success whose commit then failed.
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="function")]
 
 
 ComponentsDep = Annotated["Components", Depends(get_components)]

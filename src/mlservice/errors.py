@@ -1,7 +1,12 @@
-"""One error hierarchy, rendered as ``{"error": {"code": ..., "message": ...}}``."""
+"""One error model: every refusal is an :class:`AppError` (or an exception of the web framework),
+and :func:`describe_error` maps any exception to its HTTP status, stable code, message and
+details. Every renderer uses that one mapping: the JSON error body of ``/api`` (installed here),
+the HTML error pages, ``/v1``'s problem documents, the request history's refusals and the bot's
+replies."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,8 +14,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from mlservice.predictors.base import InvalidInput
 
 
 class AppError(Exception):
@@ -28,6 +31,18 @@ class AppError(Exception):
         if status_code is not None:
             self.status_code = status_code
         self.details = details
+
+
+class InvalidInput(AppError):
+    """The input or parameters of a job cannot be run by the model (422 unless said otherwise; a
+    predictor raises it at submit, before anything is charged, and a worker fails the job with it,
+    without retries)."""
+
+    status_code = 422
+    code = "invalid_input"
+
+    def __init__(self, message: str, code: str = "invalid_input", status_code: int = 422) -> None:
+        super().__init__(message, code=code, status_code=status_code)
 
 
 class NotFound(AppError):
@@ -113,7 +128,7 @@ def _http_exception(exc: StarletteHTTPException) -> tuple[str, str]:
     if isinstance(detail, dict) and "code" in detail:
         code, message = _LIBRARY_CODES.get(str(detail["code"]), (str(detail["code"]).lower(), ""))
         reason = detail.get("reason")
-        return code, str(reason) if reason else message
+        return code, str(reason) if reason else message or str(detail["code"])
     if isinstance(detail, str) and detail in _LIBRARY_CODES:
         return _LIBRARY_CODES[detail]
     if exc.status_code in _STATUS_CODES:
@@ -124,31 +139,55 @@ def _http_exception(exc: StarletteHTTPException) -> tuple[str, str]:
     return f"http_{exc.status_code}", str(detail)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(AppError)
-    async def app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.message, **exc.details), status_code=exc.status_code, headers=exc.headers
-        )
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What a client is told about an exception, whatever the renderer."""
 
-    @app.exception_handler(InvalidInput)
-    async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+    status_code: int
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    @property
+    def is_bug(self) -> bool:
+        """An exception nobody raised on purpose: logged and answered as a 500."""
+        return self.code == "internal_error"
+
+
+INTERNAL_ERROR = ErrorInfo(500, "internal_error", "Something went wrong on our side; please try again.")
+
+
+def describe_error(exc: BaseException) -> ErrorInfo:
+    """The one mapping from an exception to what the client is told."""
+    if isinstance(exc, AppError):
+        return ErrorInfo(exc.status_code, exc.code, exc.message, dict(exc.details), dict(exc.headers or {}))
+    if isinstance(exc, RequestValidationError):
         problems = [
             {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "message": err["msg"]}
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['field'] or 'request'}: {p['message']}" for p in problems)
-        return JSONResponse(
-            error_body("validation_error", f"Invalid request: {summary}", fields=problems), status_code=422
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return ErrorInfo(422, "validation_error", f"Invalid request: {summary}", {"fields": problems})
+    if isinstance(exc, StarletteHTTPException):
         code, message = _http_exception(exc)
-        return JSONResponse(
-            error_body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        return ErrorInfo(exc.status_code, code, message, {}, dict(getattr(exc, "headers", None) or {}))
+    return INTERNAL_ERROR
+
+
+def error_json(info: ErrorInfo) -> JSONResponse:
+    return JSONResponse(
+        error_body(info.code, info.message, **info.details),
+        status_code=info.status_code,
+        headers=info.headers or None,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """``/api``'s answers to errors: ``{"error": {"code", "message", "details"?}}``."""
+
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return error_json(describe_error(exc))
+
+    for kind in (AppError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(kind, handle)

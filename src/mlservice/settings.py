@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # and runs them as one predict_batch. Off: one job per model run.
     batching: bool = True
     job_max_attempts: int = Field(default=3, ge=1)
+    # A failed attempt's job waits base * 2^(attempt-1) seconds, capped, half of it jittered,
+    # before its next attempt (0: at once).
+    job_retry_base_seconds: float = Field(default=1.0, ge=0, le=3600)
+    job_retry_max_seconds: float = Field(default=30.0, ge=0, le=86400)
     # A running job's lease: its worker renews it every third of this while it works; a worker that
     # dies stops renewing, and the sweeper hands the job to another worker once the lease is over.
     job_lease_seconds: int = Field(default=60, ge=3)

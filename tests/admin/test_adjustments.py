@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 
 from tests.conftest import Service
-from tests.wallet.test_wallet import ledger_totals
+from tests.fixtures.api import ledger_totals
 
 
 async def test_admin_adjusts_balance_with_a_ledger_entry(service: Service) -> None:

@@ -23,11 +23,10 @@ from mlservice.jobs.tables import Job
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.image_classifier import ImageClassifier
 from mlservice.types import utcnow
-from tests.bot.predictors import FakeFaceEnroll, FileVerdict, PhotoLabels
 from tests.bot.telegram_standin import BotApiStandIn
 from tests.conftest import Service
-from tests.fixtures.predictors import EchoText
-from tests.web.test_pages import browser, csrf
+from tests.fixtures.predictors import EchoText, FakeFaceEnroll, FileVerdict, PhotoLabels
+from tests.fixtures.web import browser, csrf
 
 TOKEN = "123456:TEST-token"
 PREDICTORS = [PhotoLabels, FakeFaceEnroll, FileVerdict, EchoText]
@@ -193,9 +192,10 @@ async def test_photo_classify_and_cutout(chat: Chat) -> None:
             {"file_id": "photo-big", "file_unique_id": "b", "width": 8, "height": 8, "file_size": 21},
         ]
     )
+    # Buttons are named by the model's task (see mlservice.bot.replies).
     assert sorted(chat.keyboard()) == [
+        ("Classify — 2 credits", "run:test-photo-labels"),
         ("Enroll a face — 1 credit", "enroll"),
-        ("Photo labels (tests) — 2 credits", "run:test-photo-labels"),
     ]
     await chat.press("run:test-photo-labels", photo)
     assert chat.api.sent("getFile")[-1].fields["file_id"] == "photo-big"
@@ -221,7 +221,7 @@ async def test_document_scan(chat: Chat) -> None:
     document = await chat.send(
         document={"file_id": "doc-1", "file_unique_id": "d1", "file_name": "setup.exe", "file_size": 25}
     )
-    assert chat.keyboard() == [("File verdict (tests) — 4 credits", "run:test-file-verdict")]
+    assert chat.keyboard() == [("Scan for malware — 4 credits", "run:test-file-verdict")]
     await chat.press("run:test-file-verdict", document)
     result = chat.api.sent("sendMessage")[-1].fields["text"]
     assert result.startswith("Verdict: malicious")

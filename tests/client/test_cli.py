@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.web.conftest import LiveServer, free_port, running_server, unique_email
+from tests.fixtures.live_server import LiveServer, free_port, running_server, unique_email
 
 CAT_CLASS_IDS = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 

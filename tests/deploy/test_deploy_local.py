@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from deploy.local import DEFAULT_NGINX_TEMPLATE, LocalDeployment, render_nginx_conf
 
-from mlservice.deploy_local import DEFAULT_NGINX_TEMPLATE, LocalDeployment, render_nginx_conf
 from tests.conftest import BACKENDS, BROKER, PASSWORD, PG_SERVER, scratch_pg_database, scratch_vhost
 
 MODEL = "image-classification"
@@ -256,6 +256,6 @@ def test_nginx_config_is_rendered_from_the_compose_one(tmp_path: Path) -> None:
     assert f'client_body_temp_path "{tmp_path / "temp" / "client_body"}";' in rendered
     # Everything else is the compose deployment's config, line for line.
     changed = set(rendered.splitlines()) ^ set(template.splitlines())
-    assert all(re.search(r"server |listen |_temp_path |deploy_local|^\s*$", line) for line in changed), (
+    assert all(re.search(r"server |listen |_temp_path |deploy\.local|^\s*$", line) for line in changed), (
         changed
     )

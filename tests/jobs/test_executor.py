@@ -9,13 +9,13 @@ from typing import Any
 from sqlalchemy import update
 
 from mlservice.jobs.attempts import Outcome
-from mlservice.jobs.executor import JobExecutor, record_outcome, sweep
+from mlservice.jobs.executor import JobExecutor
+from mlservice.jobs.settle import record_outcome, sweep
 from mlservice.jobs.tables import Job
 from mlservice.predictors.base import PredictOutput
 from mlservice.types import utcnow
 from tests.conftest import wait_for_job
-from tests.jobs.test_jobs import submit, wallet
-from tests.wallet.test_wallet import ledger_totals
+from tests.fixtures.api import ledger_totals, submit, wallet
 
 
 def executor_of(service: Any) -> JobExecutor:

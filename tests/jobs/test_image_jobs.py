@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import Service, wait_for_job
-from tests.wallet.test_wallet import ledger_totals
+from tests.fixtures.api import ledger_totals
 
 
 def png(width: int, height: int, mode: str = "RGB") -> bytes:

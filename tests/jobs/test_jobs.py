@@ -7,16 +7,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Service, wait_for_job
-from tests.wallet.test_wallet import ledger_totals
-
-
-async def submit(service: Service, headers: dict[str, str], text: str = "hello", **fields: Any) -> Any:
-    data = {"model": "test-echo", "text": text, **fields}
-    return await service.client.post("/api/jobs", data=data, headers=headers)
-
-
-async def wallet(service: Service, headers: dict[str, str]) -> dict[str, int]:
-    return (await service.client.get("/api/wallet", headers=headers)).json()  # type: ignore[no-any-return]
+from tests.fixtures.api import ledger_totals, submit, wallet
+from tests.fixtures.predictors import BatchRecordingEcho
 
 
 async def test_job_succeeds_and_hold_is_captured(service: Service) -> None:
@@ -56,12 +48,23 @@ async def test_model_failure_is_retried_then_fails_and_releases_hold(service: Se
 
 
 async def test_one_bad_item_does_not_fail_its_batch(service_factory: Any) -> None:
-    async with service_factory() as service:
+    BatchRecordingEcho.batches.clear()
+    # One attempt: the bad job fails at once instead of coming back for retries of its own.
+    async with service_factory([BatchRecordingEcho], job_max_attempts=1) as service:
         headers = await service.user()
-        responses = await asyncio.gather(*(submit(service, headers, t) for t in ["a", "boom", "c", "d"]))
+        texts = ["a", "boom", "c", "d"]
+        responses = await asyncio.gather(
+            *(submit(service, headers, t, model=BatchRecordingEcho.slug) for t in texts)
+        )
         jobs = [await wait_for_job(service.client, headers, r.json()["id"]) for r in responses]
         assert [j["status"] for j in jobs] == ["succeeded", "failed", "succeeded", "succeeded"]
-        assert (await wallet(service, headers))["balance"] == 100 - 3 * 3
+        assert jobs[1]["error"]["code"] == "prediction_failed"
+        assert [j["output"]["echo"] for j in jobs if j["output"]] == ["A", "C", "D"]
+        assert (await wallet(service, headers))["balance"] == 100 - 3 * BatchRecordingEcho.default_price
+    # The four ran as one batch, which "boom" failed; then each ran alone, so that only it failed.
+    batches = BatchRecordingEcho.batches
+    assert sorted(batches[0]) == texts, batches
+    assert sorted(batches[1:]) == [[t] for t in texts], batches
 
 
 async def test_cancel_queued_job_releases_hold(service_factory: Any) -> None:

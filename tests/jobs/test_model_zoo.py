@@ -19,7 +19,7 @@ from mlservice.predictors.faces import FaceEnroll, FaceIdentify
 from mlservice.predictors.malware import MalwareDetection
 from mlservice.predictors.movie_recommendation import MovieRecommendation
 from tests.conftest import Service, jpeg_bytes, wait_for_job
-from tests.wallet.test_wallet import ledger_totals
+from tests.fixtures.api import ledger_totals
 
 ZOO = [BackgroundRemoval, MovieRecommendation, FaceEnroll, FaceIdentify, MalwareDetection]
 

@@ -1,16 +1,24 @@
-"""Job inputs and artifacts stored in PostgreSQL (MLSERVICE_STORAGE_BACKEND=database)."""
+"""Job inputs and artifacts stored in PostgreSQL (MLSERVICE_STORAGE_BACKEND=database), and a job's
+input rolled back with it when its submit transaction fails."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from mlservice.jobs import usecases
+from mlservice.jobs.tables import Job
 from mlservice.storage.database import DatabaseStorage
 from mlservice.storage.tables import FileBlob
+from mlservice.wallet.tables import Hold, Wallet
 from tests.conftest import Service, wait_for_job
+from tests.fixtures.api import ledger_totals, wallet
+from tests.fixtures.predictors import FileEcho
 
 
 async def stored_keys(service: Service) -> list[str]:
@@ -56,15 +64,57 @@ async def test_inputs_and_artifacts_live_in_the_database(
         )
         assert not (tmp_path / "unused").exists()
 
-        # A refused upload (not an image) stores nothing: the row rolls back with the job.
-        bad = await service.client.post(
-            "/api/jobs",
-            data={"model": "image-classification"},
-            files={"file": ("x.jpg", b"not an image at all", "image/jpeg")},
-            headers=headers,
+
+@pytest.mark.parametrize("storage_backend", ["local", "database"])
+async def test_a_submission_failing_after_its_rows_are_written_commits_nothing(
+    service_factory: Any, backend: str, storage_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if storage_backend == "database" and backend != "postgresql":
+        pytest.skip("database storage is for PostgreSQL deployments; SQLite uses local files")
+    written: dict[str, Any] = {}
+    real_add_answer = usecases.add_answer
+
+    async def add_answer_then_fail(session: AsyncSession, record: Any, outcome: Any) -> None:
+        """The last write of the submit transaction; here it fails once the rest is written."""
+        await real_add_answer(session, record, outcome)
+        job = await session.get(Job, uuid.UUID(outcome.body["id"]))
+        assert job is not None
+        assert job.input_file is not None
+        hold = await session.scalar(select(Hold).where(Hold.job_id == job.id))
+        account = await session.get(Wallet, job.user_id, populate_existing=True)
+        assert hold is not None
+        assert account is not None
+        written.update(
+            job=job.status,
+            hold=(hold.amount, hold.status),
+            held=account.held,
+            input=await storage.exists(job.input_file, session=session),
+            key=job.input_file,
         )
-        assert bad.status_code == 415
-        assert len(await stored_keys(service)) == 2
+        raise RuntimeError("the disk filled up")
+
+    async with service_factory([FileEcho], workers=0, storage_backend=storage_backend) as service:
+        storage = service.app.state.components.storage
+        headers = await service.user()
+        monkeypatch.setattr(usecases, "add_answer", add_answer_then_fail)
+        with pytest.raises(RuntimeError, match="the disk filled up"):
+            await service.client.post(
+                "/api/jobs", data={"model": FileEcho.slug}, files={"file": ("a.bin", b"abc")}, headers=headers
+            )
+        # The failure came after the job, its hold and its input were written in the transaction...
+        price = FileEcho.default_price
+        key = written.pop("key")
+        assert written == {"job": "queued", "hold": (price, "open"), "held": price, "input": True}
+        # ...and none of it was committed: no job, no hold, the balance untouched, no stored input.
+        async with service.db.session() as session:
+            assert await session.scalar(select(func.count()).select_from(Job)) == 0
+            assert await session.scalar(select(func.count()).select_from(Hold)) == 0
+        assert await wallet(service, headers) == {"balance": 100, "held": 0, "available": 100}
+        assert await ledger_totals(service, headers) == (100, 0, 1)  # the signup bonus only
+        assert (await service.client.get("/api/jobs", headers=headers)).json()["total"] == 0
+        assert not await storage.exists(key)
+        if storage_backend == "database":
+            assert await stored_keys(service) == []
 
 
 async def test_database_storage_basics(service_factory: Any, backend: str) -> None:

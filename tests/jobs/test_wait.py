@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import Service
-from tests.jobs.test_jobs import submit
+from tests.fixtures.api import submit
 
 
 async def test_wait_answers_when_the_job_finishes(service: Service) -> None:

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Service
 
-# The worker-process tests need the broker fixtures of the queue tests.
-from tests.queue.conftest import broker_url, worker_env  # noqa: F401
+# The worker-process tests need the broker fixtures.
+from tests.fixtures.broker import broker_url, worker_env  # noqa: F401
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import Any, ClassVar
+from typing import Any
 
-from tests.fixtures.predictors import EchoText
-
-release_load = threading.Event()
-
-
-class SlowToLoad(EchoText):
-    slug: ClassVar[str] = "test-slow-load"
-
-    def load(self) -> None:
-        release_load.wait(30)
-        super().load()
+from tests.fixtures.predictors import EchoText, SlowToLoad
 
 
 async def test_ready_waits_for_preloaded_models(service_factory: Any) -> None:
-    release_load.clear()
+    SlowToLoad.release.clear()
     async with service_factory([EchoText, SlowToLoad], preload_models=True) as service:
         # Released before the app stops either way: stopping waits for the loading thread.
         try:
@@ -38,7 +27,7 @@ async def test_ready_waits_for_preloaded_models(service_factory: Any) -> None:
                 "running_jobs": 0,
             }
 
-            release_load.set()
+            SlowToLoad.release.set()
             for _ in range(200):
                 r = await service.client.get("/ready")
                 if r.status_code == 200:
@@ -48,7 +37,7 @@ async def test_ready_waits_for_preloaded_models(service_factory: Any) -> None:
             assert r.json()["status"] == "ok"
             assert r.json()["models"] == {"test-echo": "loaded", "test-slow-load": "loaded"}
         finally:
-            release_load.set()
+            SlowToLoad.release.set()
 
 
 async def test_ready_without_preload_reports_models_as_they_are(service_factory: Any) -> None:

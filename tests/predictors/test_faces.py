@@ -21,8 +21,9 @@ from PIL import Image
 from skimage import data as samples
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from mlservice.faces.service import Gallery, decode_embedding
+from mlservice.faces.hooks import GalleryReader, GalleryWriter
 from mlservice.faces.tables import FaceEntry
+from mlservice.jobs.attempts import Claimed
 from mlservice.predictors.base import InputLimits, InvalidInput, PredictInput, PredictOutput
 from mlservice.predictors.faces import (
     DETECT_MAX_SIDE,
@@ -33,12 +34,12 @@ from mlservice.predictors.faces import (
     Face,
     FaceEnroll,
     FaceIdentify,
-    decode_private_embedding,
+    Gallery,
     detection_settings,
-    encode_private_embedding,
     match_faces,
     model_files,
 )
+from mlservice.predictors.faces.gallery import decode_embedding, encode_embedding
 from mlservice.tables import metadata
 
 LIMITS = InputLimits(max_upload_bytes=20 * 1024 * 1024, max_image_pixels=50_000_000)
@@ -116,17 +117,27 @@ def identify(tmp_path_factory: pytest.TempPathFactory) -> FaceIdentify:
     return predictor
 
 
+def enrolled_output(predictor: FaceEnroll, payload: bytes, label: str) -> PredictOutput:
+    return predictor.predict_batch([PredictInput(data=payload, text=None, params={"label": label})])[0]
+
+
 def enrolled(predictor: FaceEnroll, payload: bytes, label: str) -> dict[str, Any]:
-    return predictor.predict_batch([PredictInput(data=payload, text=None, params={"label": label})])[0].result
+    return enrolled_output(predictor, payload, label).result
 
 
-def embedding_of(result: dict[str, Any]) -> np.ndarray:
-    return decode_private_embedding(result[EMBEDDING_KEY])
+def embedding_of(output: PredictOutput) -> np.ndarray:
+    embedding = output.private[EMBEDDING_KEY]
+    assert isinstance(embedding, np.ndarray)
+    return embedding
+
+
+def claimed(user_id: uuid.UUID, params: dict[str, Any], job_id: uuid.UUID | None = None) -> Claimed:
+    return Claimed(job_id or uuid.uuid4(), 1, user_id, None, None, params)
 
 
 @pytest.fixture(scope="module")
 def astronaut_gallery(enroll: FaceEnroll, astronaut: bytes) -> Gallery:
-    embedding = embedding_of(enrolled(enroll, astronaut, "astronaut"))
+    embedding = embedding_of(enrolled_output(enroll, astronaut, "astronaut"))
     return Gallery([uuid.uuid4()], ["astronaut"], embedding[None, :])
 
 
@@ -276,14 +287,15 @@ def test_identify_prepare_input_accepts_photos_without_faces(chelsea: bytes) -> 
 
 
 def test_enroll_returns_label_box_and_a_private_embedding(enroll: FaceEnroll, astronaut: bytes) -> None:
-    result = enrolled(enroll, astronaut, "astronaut")
-    assert set(result) == {"label", "box", "embedding_stored", EMBEDDING_KEY}
+    output = enrolled_output(enroll, astronaut, "astronaut")
+    result = output.result
+    # The embedding is never part of the result a user reads.
+    assert set(result) == {"label", "box", "embedding_stored"}
+    assert set(output.private) == {EMBEDDING_KEY}
     assert result["label"] == "astronaut"
     assert result["embedding_stored"] is True
     assert result["box"] == ASTRONAUT_BOX.as_dict()
-    # Compact and exact, not 128 floats in the result.
-    assert isinstance(result[EMBEDDING_KEY], str)
-    embedding = embedding_of(result)
+    embedding = embedding_of(output)
     assert embedding.shape == (128,)
     assert embedding.dtype == np.float32
     assert 0.5 < float(np.linalg.norm(embedding)) < 3.0
@@ -296,11 +308,11 @@ def test_enroll_worker_rechecks_the_face_count(enroll: FaceEnroll, chelsea: byte
         assert caught.value.code == code
 
 
-def test_private_embedding_round_trip() -> None:
+def test_stored_embedding_round_trip() -> None:
     vector = np.random.default_rng(1).normal(size=128).astype(np.float32)
-    assert np.array_equal(decode_private_embedding(encode_private_embedding(vector)), vector)
+    assert np.array_equal(decode_embedding(encode_embedding(vector)), vector)
     with pytest.raises(ValueError, match="128"):
-        decode_private_embedding(encode_private_embedding(vector)[:40])
+        decode_embedding(encode_embedding(vector)[:40])
 
 
 # -- identification -------------------------------------------------------------------------------------
@@ -362,8 +374,8 @@ def test_identify_names_every_face_left_to_right(
         ["Grace", "astronaut"],
         np.stack(
             [
-                embedding_of(enrolled(enroll, grace_hopper, "Grace")),
-                embedding_of(enrolled(enroll, astronaut, "a")),
+                embedding_of(enrolled_output(enroll, grace_hopper, "Grace")),
+                embedding_of(enrolled_output(enroll, astronaut, "a")),
             ]
         ),
     )
@@ -465,9 +477,9 @@ async def test_on_success_stores_the_face_and_hides_the_embedding(
 ) -> None:
     user_id, job_id = uuid.uuid4(), uuid.uuid4()
     output = enroll.predict_batch([PredictInput(data=astronaut, text=None, params={"label": "astronaut"})])[0]
-    embedding = embedding_of(output.result)
+    embedding = embedding_of(output)
 
-    await FaceEnroll.on_success(session, user_id, job_id, {"label": "astronaut"}, output)
+    await GalleryWriter().on_success(session, claimed(user_id, {"label": "astronaut"}, job_id), output)
 
     assert EMBEDDING_KEY not in output.result
     assert set(output.result) == {"label", "box", "embedding_stored", "face_id"}
@@ -480,7 +492,7 @@ async def test_on_success_stores_the_face_and_hides_the_embedding(
 async def test_on_success_without_an_embedding_fails(session: AsyncSession) -> None:
     output = PredictOutput(result={"label": "x", "box": {}, "embedding_stored": True})
     with pytest.raises(RuntimeError, match="embedding"):
-        await FaceEnroll.on_success(session, uuid.uuid4(), uuid.uuid4(), {"label": "x"}, output)
+        await GalleryWriter().on_success(session, claimed(uuid.uuid4(), {"label": "x"}), output)
 
 
 async def test_enroll_then_identify_through_the_hooks_sees_only_the_owners_gallery(
@@ -495,10 +507,10 @@ async def test_enroll_then_identify_through_the_hooks_sees_only_the_owners_galle
     for user_id, payload, label in ((owner, astronaut, "astronaut"), (stranger, grace_hopper, "Grace")):
         params = FaceEnroll.parse_params({"label": label})
         output = enroll.predict_batch([PredictInput(data=payload, text=None, params=params)])[0]
-        await FaceEnroll.on_success(session, user_id, uuid.uuid4(), params, output)
+        await GalleryWriter().on_success(session, claimed(user_id, params), output)
     await session.flush()
 
-    gallery = await FaceIdentify.load_context(session, owner, {"threshold": 0.6})
+    gallery = await GalleryReader().load_context(session, claimed(owner, {"threshold": 0.6}))
     assert isinstance(gallery, Gallery)
     assert gallery.labels == ["astronaut"]
 

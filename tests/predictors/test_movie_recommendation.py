@@ -15,16 +15,10 @@ import numpy as np
 import pytest
 
 from mlservice.predictors.base import InputLimits, InvalidInput, PredictInput
-from mlservice.predictors.movie_recommendation import (
-    CATALOG_FILENAME,
-    EMBEDDINGS_FILENAME,
-    MAX_TOKENS,
-    Movie,
-    MovieRecommendation,
-    clean_title,
-    release_year,
-    summarize,
-)
+from mlservice.predictors.movie_recommendation import MovieRecommendation
+from mlservice.predictors.movies.cache import CATALOG_FILENAME, EMBEDDINGS_FILENAME
+from mlservice.predictors.movies.catalog import Movie, clean_title, release_year, summarize
+from mlservice.predictors.movies.embedding import MAX_TOKENS
 from mlservice.predictors.vector_index import NumpyCosineIndex
 
 LIMITS = InputLimits(max_upload_bytes=1024, max_image_pixels=1)

@@ -33,7 +33,7 @@ from mlservice.predictors.vector_index import (
     VectorIndexUnavailable,
 )
 from mlservice.settings import Settings
-from tests.fixtures.predictors import EchoText
+from tests.fixtures.predictors import EchoText, VectorEcho
 
 SPACE_FILMS = ("2001: A Space Odyssey", "Alien", "Star Wars")
 # pgserver's module is not imported: only its build is used, and importing it has side effects.
@@ -300,20 +300,6 @@ def test_settings_derive_the_url_from_a_postgresql_database() -> None:
     assert pg.resolved_vector_index_url == "postgresql://svc:secret@db.internal:5433/mlservice"
     own = settings(database_url="postgresql+asyncpg://db/x", vector_index_url="postgresql://vectors/y")
     assert own.resolved_vector_index_url == "postgresql://vectors/y"
-
-
-class VectorEcho(EchoText):
-    """EchoText that builds a vector index in load(), like the movie recommender."""
-
-    slug = "test-vector-echo"
-
-    def __init__(self, cache_dir: Path) -> None:
-        super().__init__(cache_dir)
-        self.vector_index = VectorIndexFactory()
-        self.index: object = None
-
-    def load(self) -> None:
-        self.index = self.vector_index.open("test_pool", normalized(np.random.default_rng(1), 10, 4))
 
 
 async def test_pool_hands_the_configured_factory_to_predictors_that_search(

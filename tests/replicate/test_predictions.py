@@ -16,8 +16,9 @@ from sqlalchemy import select
 from mlservice.history.tables import PredictionRequest
 from mlservice.jobs.prediction_view import prediction_of, version_of
 from mlservice.jobs.tables import Job, JobStatus
-from mlservice.replicate import service as replicate
 from mlservice.replicate.errors import InvalidCursor, InvalidPrefer
+from mlservice.replicate.inputs import wait_seconds
+from mlservice.replicate.predictions import Cursor
 from mlservice.types import utcnow
 from mlservice.webhooks.tables import WebhookDelivery
 from tests.conftest import Service
@@ -136,20 +137,20 @@ async def test_statuses_are_replicates(service: Service) -> None:
 
 
 def test_prefer_and_cursor_parsing_refuse_garbage() -> None:
-    assert replicate.wait_seconds(None) is None
-    assert replicate.wait_seconds("wait") == 60
-    assert replicate.wait_seconds("respond-async, wait=5") == 5
-    assert replicate.wait_seconds('wait="7"; x=y') == 7
+    assert wait_seconds(None) is None
+    assert wait_seconds("wait") == 60
+    assert wait_seconds("respond-async, wait=5") == 5
+    assert wait_seconds('wait="7"; x=y') == 7
     for bad in ("wait=\u00b2", "wait=1.5", "wait=-1", "wait=0"):
         with pytest.raises(InvalidPrefer):
-            replicate.wait_seconds(bad)
-    cursor = replicate.Cursor(True, utcnow(), uuid.uuid4())
-    assert replicate.Cursor.decode(cursor.encode()) == cursor
+            wait_seconds(bad)
+    cursor = Cursor(True, utcnow(), uuid.uuid4())
+    assert Cursor.decode(cursor.encode()) == cursor
     for raw in (b"", b"[1, 5, 5]", b'{"a": 1}', b'[1, "2026-01-01T00:00:00", "x"]', b'[1, "x", 5]'):
         with pytest.raises(InvalidCursor):
-            replicate.Cursor.decode(base64.urlsafe_b64encode(raw).decode())
+            Cursor.decode(base64.urlsafe_b64encode(raw).decode())
     with pytest.raises(InvalidCursor):
-        replicate.Cursor.decode("%%%")
+        Cursor.decode("%%%")
 
 
 async def test_a_failing_model_gives_a_failed_prediction(service: Service) -> None:

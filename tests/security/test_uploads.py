@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import struct
 import zlib
@@ -12,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from mlservice.security.uploads import FORM_OVERHEAD_BYTES, RequestBodyLimitMiddleware
 from tests.conftest import Service
+from tests.fixtures.live_server import serve_in_loop
 
 CHUNK = 64 * 1024
 
@@ -154,17 +153,9 @@ async def test_a_file_of_exactly_the_limit_is_accepted(service_factory: Any, che
 
 
 async def test_real_server_refuses_an_announced_huge_body_at_once(service: Service) -> None:
-    server = uvicorn.Server(
-        uvicorn.Config(service.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):  # up to 10 s
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # The service fixture runs the app's lifespan; uvicorn only serves it.
+    async with serve_in_loop(service.app) as address:
+        reader, writer = await asyncio.open_connection(address.host, address.port)
         writer.write(
             b"POST /api/jobs HTTP/1.1\r\nHost: testserver\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000000000\r\n\r\n"
@@ -177,10 +168,6 @@ async def test_real_server_refuses_an_announced_huge_body_at_once(service: Servi
         assert head.startswith(b"http/1.1 413")
         assert b"connection: close" in head
         assert b'"payload_too_large"' in answer
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(serving, timeout=10)
 
 
 # -- image formats and pixel limits ------------------------------------------------------------------

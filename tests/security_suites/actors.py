@@ -19,7 +19,7 @@ from mlservice.jobs.tables import Job
 from mlservice.users.tables import User
 from mlservice.wallet.tables import LedgerEntry, Wallet
 from tests.conftest import PASSWORD, Service
-from tests.security_suites.predictors import FileEcho
+from tests.fixtures.predictors import FileEcho
 from tests.security_suites.routes import Route, request_body_example
 
 
@@ -33,7 +33,7 @@ class Account:
 async def new_account(service: Service, *, admin: bool = False) -> Account:
     email = f"{'admin' if admin else 'user'}-{uuid.uuid4().hex[:12]}@example.com"
     if admin:
-        from mlservice.users.service import create_admin
+        from mlservice.users.usecases import create_admin
 
         await create_admin(service.db, service.settings, email, PASSWORD)
         headers = await service.login(email)

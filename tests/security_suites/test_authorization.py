@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import Service
-from tests.fixtures.predictors import EchoText
+from tests.fixtures.predictors import EchoText, FileEcho
 from tests.security_suites.actors import (
     Account,
     new_account,
@@ -30,7 +30,6 @@ from tests.security_suites.actors import (
     request_kwargs,
     send,
 )
-from tests.security_suites.predictors import FileEcho
 from tests.security_suites.routes import Route, api_id_routes
 
 log = logging.getLogger(__name__)

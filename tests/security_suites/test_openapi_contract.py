@@ -35,11 +35,10 @@ from mlservice.app import create_app
 from mlservice.db import Database
 from mlservice.faces import service as faces
 from mlservice.settings import Settings
-from mlservice.users.service import create_admin
+from mlservice.users.usecases import create_admin
 from tests.conftest import PASSWORD, empty_database
-from tests.fixtures.predictors import EchoText
-from tests.security_suites.live import serve
-from tests.security_suites.predictors import FileEcho
+from tests.fixtures.live_server import serve_in_thread
+from tests.fixtures.predictors import EchoText, FileEcho
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,8 @@ async def _wait_for(client: httpx.AsyncClient, headers: dict[str, str], job_id: 
 async def live(database_url: str, live_settings: Settings) -> AsyncIterator[Live]:
     await empty_database(database_url)
     app = create_app(live_settings, predictors={EchoText.slug: EchoText, FileEcho.slug: FileEcho})
-    with serve(app) as base_url:
+    with serve_in_thread(app) as address:
+        base_url = address.url
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             email = f"fuzz-{uuid.uuid4().hex[:8]}@example.com"
             r = await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})

@@ -19,9 +19,8 @@ from mlservice.jobs.tables import Job
 from mlservice.users.tables import User
 from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
 from tests.conftest import Service
-from tests.fixtures.predictors import EchoText
+from tests.fixtures.predictors import EchoText, FileEcho
 from tests.security_suites.actors import Account, new_account, owned_objects, request_kwargs, send
-from tests.security_suites.predictors import FileEcho
 from tests.security_suites.routes import api_write_routes
 
 log = logging.getLogger(__name__)

@@ -32,12 +32,13 @@ from sqlalchemy import func, select, update
 
 from mlservice.app import create_app
 from mlservice.jobs.attempts import Outcome
-from mlservice.jobs.executor import JobExecutor, record_outcome, sweep
+from mlservice.jobs.executor import JobExecutor
+from mlservice.jobs.settle import record_outcome, sweep
 from mlservice.jobs.tables import Job
 from mlservice.predictors.base import PredictOutput
 from mlservice.settings import Settings
 from mlservice.types import utcnow
-from mlservice.users.service import create_admin
+from mlservice.users.usecases import create_admin
 from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
 from tests.conftest import PASSWORD, Service, empty_database
 from tests.fixtures.predictors import EchoText

@@ -3,12 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.conftest import Service
-
-
-async def ledger_totals(service: Service, headers: dict[str, str]) -> tuple[int, int, int]:
-    r = await service.client.get("/api/wallet/transactions?limit=200", headers=headers)
-    items = r.json()["items"]
-    return sum(e["amount"] for e in items), sum(e["held_delta"] for e in items), len(items)
+from tests.fixtures.api import ledger_totals
 
 
 async def test_refill_and_history_newest_first(service: Service) -> None:

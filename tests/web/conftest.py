@@ -2,10 +2,9 @@
 
 ``live_server`` starts an unmodified ``mlservice serve`` on a free loopback port, on a fresh SQLite
 database built by ``mlservice migrate`` (``live_server_pg``: the same on a scratch PostgreSQL
-database). Besides the built-in models it serves ``test-echo`` (tests/fixtures/predictors.py), found
-through an ``mlservice.predictors`` entry point written into a directory put on ``PYTHONPATH``, the
-way an installed model package would be. Its ``sleep_ms`` parameter keeps a job busy for as long as
-a test needs.
+database), through ``running_server`` of tests/fixtures/live_server.py. Besides the built-in models
+it serves ``test-echo`` (tests/fixtures/predictors.py). Its ``sleep_ms`` parameter keeps a job busy
+for as long as a test needs.
 
 ``browser_page`` is a Chromium page on ``live_server``; every console error and uncaught script
 error of the test's pages fails the test at teardown (``browser_console.allow`` lists the expected
@@ -23,22 +22,15 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
-from tests.conftest import BACKENDS, PASSWORD, PG_SERVER, ROOT
+from tests.conftest import BACKENDS, PASSWORD, PG_SERVER
+from tests.fixtures.live_server import ARTIFACTS, LiveServer, running_server
 
 if TYPE_CHECKING:
     # Imported when a browser test runs, not here: the page tests beside them need no browser.
@@ -46,158 +38,9 @@ if TYPE_CHECKING:
 
 CHROMIUM = os.environ.get("MLSERVICE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR") or ROOT / "var" / "test-artifacts")
 SCREENSHOTS = ARTIFACTS / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 740}
-ECHO_ENTRY_POINT = "tests.fixtures.predictors:EchoText"
-JWT_SECRET = "browser-tests-" + "s" * 40
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def install_echo_plugin(directory: Path) -> Path:
-    """A distribution whose only content is the ``test-echo`` entry point; put it on PYTHONPATH."""
-    dist = directory / "mlservice_browser_tests-0.0.0.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: mlservice-browser-tests\nVersion: 0.0.0\n", encoding="utf-8"
-    )
-    (dist / "entry_points.txt").write_text(
-        f"[mlservice.predictors]\ntest-echo = {ECHO_ENTRY_POINT}\n", encoding="utf-8"
-    )
-    return directory
-
-
-@dataclass
-class LiveServer:
-    """One ``mlservice serve`` process; ``url`` is its base URL."""
-
-    name: str
-    url: str
-    env: dict[str, str]
-    cwd: Path
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        """Run ``mlservice ARGS`` against this server's database and settings."""
-        result = subprocess.run(
-            [sys.executable, "-m", "mlservice", *args],
-            env=self.env | env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"mlservice {' '.join(args)}: {result.stdout}{result.stderr}"
-        return result
-
-    def start(self, ready_within_s: float = 90) -> None:
-        self.cli("migrate")
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlservice", "serve"],
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + ready_within_s
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready after {ready_within_s} s:\n{self.tail()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def register(self, email: str | None = None, password: str = PASSWORD) -> str:
-        """A new account made through the JSON API (for tests whose subject is not registering)."""
-        email = email or unique_email()
-        r = httpx.post(f"{self.url}/api/auth/register", json={"email": email, "password": password})
-        assert r.status_code == 201, r.text
-        return email
-
-    def bearer(self, email: str, password: str = PASSWORD) -> dict[str, str]:
-        """API headers for ``email``, for work a test does besides what it shows in the browser."""
-        r = httpx.post(f"{self.url}/api/auth/jwt/login", data={"username": email, "password": password})
-        assert r.status_code == 200, r.text
-        return {"Authorization": f"Bearer {r.json()['access_token']}"}
-
-    def create_admin(self, email: str | None = None, password: str = PASSWORD) -> str:
-        """An administrator, made (or promoted) the way an operator does: ``mlservice create-admin``."""
-        email = email or unique_email("admin")
-        self.cli("create-admin", "--email", email, MLSERVICE_ADMIN_PASSWORD=password)
-        return email
-
-
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
-
-
-def live_env(var_dir: Path, database_url: str, model_cache: Path, port: int, plugins: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVICE_")}
-    python_path = [str(plugins), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env |= {
-        "PYTHONPATH": os.pathsep.join(python_path),
-        "PYTHONUNBUFFERED": "1",
-        "HF_HUB_OFFLINE": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MLSERVICE_VAR_DIR": str(var_dir),
-        "MLSERVICE_DATABASE_URL": database_url,
-        "MLSERVICE_MODEL_CACHE_DIR": str(model_cache),
-        "MLSERVICE_JWT_SECRET": JWT_SECRET,
-        "MLSERVICE_HOST": "127.0.0.1",
-        "MLSERVICE_PORT": str(port),
-        "MLSERVICE_LOG_LEVEL": "warning",
-        # One browser signs up and logs in many times a minute from one address.
-        "MLSERVICE_RATE_LIMITS_ENABLED": "false",
-        # One consumer per model: a busy test-echo job keeps the next one queued (cancelable).
-        "MLSERVICE_WORKERS": "1",
-        "MLSERVICE_INFERENCE_THREADS": "1",
-    }
-    return env
-
-
-@contextmanager
-def running_server(name: str, database_url: str, model_cache: Path, workdir: Path) -> Iterator[LiveServer]:
-    """Migrate ``database_url``, serve it until the block ends; the log is kept with the artifacts."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = live_env(workdir / "var", database_url, model_cache, port, install_echo_plugin(workdir / "plugins"))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = ARTIFACTS / f"{name}.log"
-    log.unlink(missing_ok=True)
-    # cwd: a directory of its own, so that no developer's .env is read.
-    server = LiveServer(name, f"http://127.0.0.1:{port}", env, workdir, log)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

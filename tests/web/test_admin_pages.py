@@ -17,9 +17,10 @@ from mlservice.errors import AppError
 from mlservice.history import statistics
 from mlservice.history.statistics import Bucket, TimeBucket
 from mlservice.jobs.tables import JobStatus
-from mlservice.users.service import create_admin
+from mlservice.users.usecases import create_admin
 from mlservice.wallet import service as wallets
-from mlservice.web import admin_pages
+from mlservice.web.admin import history as admin_history
+from mlservice.web.admin import users as admin_users
 from mlservice.web.admin_charts import nice_ticks
 from tests.conftest import PASSWORD, Service
 from tests.fixtures.history import add_job, add_request, add_submitted, user_id
@@ -187,7 +188,7 @@ async def test_users_list_search_and_pages(service: Service, monkeypatch: pytest
         assert f"Showing 1{DASH}2 of 2" in found
         assert "bob_jones" not in found
 
-        monkeypatch.setattr(admin_pages, "USERS_PER_PAGE", 3)
+        monkeypatch.setattr(admin_users, "USERS_PER_PAGE", 3)
         first = text(await admin.get("/admin/users"))
         assert f"Showing 1{DASH}3 of 4" in first
         assert 'href="/admin/users?offset=3"' in first
@@ -471,7 +472,7 @@ async def test_history_rows_and_filters(service: Service) -> None:
 
 
 async def test_history_pages_with_the_cursor(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(admin_pages, "HISTORY_PER_PAGE", 2)
+    monkeypatch.setattr(admin_history, "HISTORY_PER_PAGE", 2)
     _, owner = await new_user(service)
     async with service.db.session(write=True) as session:
         for i in range(5):

@@ -6,7 +6,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.web.conftest import PHONE, BrowserConsole, LiveServer, log_in, require_playwright
+from tests.fixtures.live_server import LiveServer
+from tests.web.conftest import PHONE, BrowserConsole, log_in, require_playwright
 
 require_playwright()
 

@@ -8,14 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import jpeg_bytes
-from tests.web.conftest import (
-    BrowserConsole,
-    LiveServer,
-    log_in,
-    register_in_browser,
-    require_playwright,
-    unique_email,
-)
+from tests.fixtures.live_server import LiveServer, unique_email
+from tests.web.conftest import BrowserConsole, log_in, register_in_browser, require_playwright
 
 require_playwright()
 

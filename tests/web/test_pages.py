@@ -7,8 +7,6 @@ import html
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -17,8 +15,8 @@ import pytest
 from PIL import Image
 
 from mlservice.faces import service as face_service
-from mlservice.jobs.executor import artifact_key
 from mlservice.jobs.service import input_key
+from mlservice.jobs.settle import artifact_key
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.predictors.background_removal import BackgroundRemoval
 from mlservice.predictors.base import Predictor
@@ -29,8 +27,9 @@ from mlservice.predictors.movie_recommendation import MovieRecommendation
 from mlservice.types import utcnow
 from mlservice.web.param_form import param_fields
 from mlservice.web.results import job_result_view
-from tests.conftest import PASSWORD, Service, wait_for_job
+from tests.conftest import Service, wait_for_job
 from tests.fixtures.predictors import EchoText
+from tests.fixtures.web import browser, csrf
 
 USER_PAGES = ["/", "/jobs", "/wallet", "/faces", "/models/test-echo"]
 # Every model, none of them loaded: workers=0 leaves jobs queued and pages need no weights.
@@ -43,26 +42,6 @@ ALL_MODELS: list[type[Predictor]] = [
     MalwareDetection,
     EchoText,
 ]
-
-
-@asynccontextmanager
-async def browser(service: Service, email: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """A client with cookies of its own, signed in through the login form when ``email`` is given."""
-    transport = httpx.ASGITransport(app=service.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        if email is not None:
-            await client.get("/login")
-            r = await client.post(
-                "/login", data={"username": email, "password": PASSWORD, "csrf_token": csrf(client)}
-            )
-            assert r.status_code == 303, r.text
-        yield client
-
-
-def csrf(client: httpx.AsyncClient) -> str:
-    token = client.cookies.get("mlservice_csrf")
-    assert token, "no CSRF cookie yet: GET a page first"
-    return token
 
 
 async def new_user(service: Service) -> tuple[str, dict[str, str], uuid.UUID]:

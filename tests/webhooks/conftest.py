@@ -1,5 +1,6 @@
-"""A webhook receiver on loopback: a small ASGI app served by uvicorn in the test's event loop,
-recording every request it gets; what it answers depends on the path."""
+"""A webhook receiver on loopback: a small ASGI app served by uvicorn in the test's event loop
+(``serve_in_loop``, tests/fixtures/live_server.py), recording every request it gets; what it
+answers depends on the path."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 
 from tests.conftest import Service
-from tests.queue.conftest import broker_url, worker_env  # noqa: F401 (fixtures for the RabbitMQ test)
+from tests.fixtures.broker import broker_url, worker_env  # noqa: F401 (fixtures for the RabbitMQ test)
+from tests.fixtures.live_server import serve_in_loop
 
 # Short retries, loopback allowed: what every test here runs with unless it says otherwise.
 FAST = {
@@ -106,24 +107,12 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     app = Receiver()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", timeout_graceful_shutdown=1
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        app.port = server.servers[0].sockets[0].getsockname()[1]
-        yield app
-    finally:
-        app.release.set()
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(serving, timeout=10)
+    async with serve_in_loop(app, timeout_graceful_shutdown=1) as address:
+        app.port = address.port
+        try:
+            yield app
+        finally:
+            app.release.set()  # before the server stops: it waits for the requests it is answering
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, tolerance_s: int = 300) -> None:

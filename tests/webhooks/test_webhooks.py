@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from mlservice.webhooks.tables import WebhookDelivery
 from tests.conftest import Service, wait_for_job
-from tests.jobs.test_jobs import submit, wallet
+from tests.fixtures.api import submit, wallet
 from tests.webhooks.conftest import FAST, Receiver, deliveries, secret_of, settled, verify
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 
-from mlservice.admin import service
+from mlservice.admin import service, usecases
 from mlservice.admin.schemas import (
     AccountPage,
     AccountRead,
@@ -14,13 +14,13 @@ from mlservice.admin.schemas import (
     AdjustmentRequest,
     AdjustmentResponse,
 )
-from mlservice.deps import ComponentsDep, IsoDateTime, OffsetQuery, SessionDep, SettingsDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, IsoDateTime, OffsetQuery, SessionDep, SettingsDep
 from mlservice.history import service as history
 from mlservice.history import statistics
 from mlservice.history.schemas import HistoryDeleted, HistoryPage, Statistics
 from mlservice.users.auth import AdminUser
 from mlservice.users.tables import User
-from mlservice.wallet import service as wallet
+from mlservice.wallet import usecases as wallet
 from mlservice.wallet.schemas import EntryRead, WalletRead
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -79,24 +79,31 @@ async def get_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep) -> Acc
 
 @router.patch("/users/{user_id}", response_model=AccountRead)
 async def update_user(
-    user_id: uuid.UUID, body: AccountUpdate, admin: AdminUser, session: WriteSessionDep
+    user_id: uuid.UUID, body: AccountUpdate, admin: AdminUser, session: SessionDep, components: ComponentsDep
 ) -> AccountRead:
     """Grant or take the admin role, deactivate or reactivate; not on your own account."""
-    account = await service.update_account(
-        session, admin, user_id, is_superuser=body.is_superuser, is_active=body.is_active
+    # The read connection that authenticated the request goes back before the use case waits for
+    # the writer (so in each write route here): waiters holding pooled connections would starve it.
+    await session.close()
+    account = await usecases.update_account(
+        components, admin, user_id, is_superuser=body.is_superuser, is_active=body.is_active
     )
     return _account(account)
 
 
 @router.post("/users/{user_id}/adjustments", response_model=AdjustmentResponse)
 async def adjust_balance(
-    user_id: uuid.UUID, body: AdjustmentRequest, admin: AdminUser, session: WriteSessionDep
+    user_id: uuid.UUID,
+    body: AdjustmentRequest,
+    admin: AdminUser,
+    session: SessionDep,
+    components: ComponentsDep,
 ) -> AdjustmentResponse:
     """Correct a user's balance; the ledger keeps the amount, the note and who made it."""
-    entry = await wallet.adjust(session, user_id, body.amount, f"{body.note} (by {admin.email})")
-    account = await wallet.get_wallet(session, user_id)
+    await session.close()
+    done = await wallet.adjust_balance(components, admin, user_id, body.amount, body.note)
     return AdjustmentResponse(
-        wallet=WalletRead.model_validate(account), entry=EntryRead.model_validate(entry)
+        wallet=WalletRead.model_validate(done.wallet), entry=EntryRead.model_validate(done.entry)
     )
 
 
@@ -135,14 +142,16 @@ async def list_history(
 @router.delete("/history", response_model=HistoryDeleted)
 async def delete_history(
     _: AdminWithToken,
-    session: WriteSessionDep,
+    session: SessionDep,
+    components: ComponentsDep,
     before: Annotated[IsoDateTime | None, Query(description="Only requests that arrived before this")] = None,
 ) -> HistoryDeleted:
     """Delete request history (all of it, or what is older than ``before``); needs X-Admin-Token.
 
     Jobs, results and the ledger are kept.
     """
-    return HistoryDeleted(deleted=await history.delete_requests(session, before=before))
+    await session.close()
+    return HistoryDeleted(deleted=await usecases.delete_history(components, before=before))
 
 
 @router.get("/stats", response_model=Statistics)

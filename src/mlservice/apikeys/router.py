@@ -4,9 +4,9 @@ import uuid
 
 from fastapi import APIRouter, Depends, Response, status
 
-from mlservice.apikeys import service
+from mlservice.apikeys import service, usecases
 from mlservice.apikeys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from mlservice.deps import SessionDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, SessionDep
 from mlservice.errors import error_responses
 from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_key_creation
 from mlservice.users.auth import CurrentUser
@@ -22,10 +22,15 @@ router = APIRouter(prefix="/keys", tags=["api keys"], responses=error_responses(
     responses={**error_responses(400, 409), **RATE_LIMITED_RESPONSE},
     dependencies=[Depends(limit_key_creation)],
 )
-async def create_key(body: ApiKeyCreate, user: CurrentUser, session: WriteSessionDep) -> ApiKeyCreated:
+async def create_key(
+    body: ApiKeyCreate, user: CurrentUser, session: SessionDep, components: ComponentsDep
+) -> ApiKeyCreated:
     """Make an API key, for programs: send it as `Authorization: Bearer <key>` wherever a login
     token works. The key is in this answer only; keep it secret."""
-    created = await service.create_key(session, user.id, body.name)
+    # The connection that authenticated the request goes back before the use case waits for the
+    # writer: waiters each holding a pooled connection would starve the one writing (see deps).
+    await session.close()
+    created = await usecases.create_key(components.db, user.id, body.name)
     return ApiKeyCreated(**ApiKeyRead.model_validate(created.row).model_dump(), key=created.key)
 
 
@@ -41,7 +46,10 @@ async def list_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyRead]:
     response_class=Response,
     responses=error_responses(404),
 )
-async def revoke_key(key_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> Response:
+async def revoke_key(
+    key_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
+) -> Response:
     """Revoke a key: every request with it is refused from now on."""
-    await service.revoke_key(session, user.id, key_id)
+    await session.close()
+    await usecases.revoke_key(components.db, user.id, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import uuid
 
-from mlservice.apikeys import service
+from mlservice.apikeys.usecases import record_key_use
 from mlservice.db import Database
-from mlservice.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +28,7 @@ class KeyUses:
             return
         self._in_flight.add(key_id)
         try:
-            async with db.session(write=True) as session:
-                await service.record_use(session, key_id, utcnow())
+            await record_key_use(db, key_id)
         except Exception:
             log.warning("could not record the use of API key %s", key_id, exc_info=True)
         finally:

@@ -19,16 +19,18 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from mlservice.bot import service as links
 from mlservice.bot.jobs import ChatInput, run_model
-from mlservice.catalog.service import list_models
+from mlservice.bot.replies import button_title, describe_output, sent_artifacts
 from mlservice.catalog.tables import CatalogModel
-from mlservice.errors import AppError
-from mlservice.jobs import service as jobs
+from mlservice.catalog.usecases import runnable_models
+from mlservice.chats import usecases as chats
+from mlservice.chats.service import LinkCodeExpired, LinkCodeInvalid
+from mlservice.errors import AppError, describe_error
+from mlservice.jobs import usecases as jobs
+from mlservice.jobs.errors import FileTooLarge
 from mlservice.jobs.tables import Job, JobStatus
-from mlservice.predictors.base import InputKind, InvalidInput
-from mlservice.users.tables import User
-from mlservice.wallet import service as wallet
+from mlservice.predictors.base import InputKind
+from mlservice.wallet import usecases as wallet
 
 if TYPE_CHECKING:
     from mlservice.components import Components
@@ -39,17 +41,6 @@ ENROLL_SLUG = "face-enroll"
 RUN_PREFIX = "run:"
 ENROLL_DATA = "enroll"
 MAX_LABEL_LENGTH = 100
-
-BUTTON_TITLES = {
-    "image-classification": "Classify",
-    "background-removal": "Remove background",
-    "face-identify": "Identify faces",
-    ENROLL_SLUG: "Enroll a face",
-    "malware-detection": "Scan for malware",
-    "movie-recommendation": "Recommend movies",
-}
-# Artifacts worth sending to a chat; models not named here send all of theirs.
-SENT_ARTIFACTS = {"background-removal": ("cutout",)}
 
 HELP = (
     "This bot runs mlservice models for your account.\n\n"
@@ -74,33 +65,22 @@ def credits(amount: int) -> str:
     return f"{amount} credit" if amount == 1 else f"{amount} credits"
 
 
-async def chat_user(components: Components, chat_id: int) -> uuid.UUID | None:
-    async with components.db.session() as session:
-        return await links.linked_user(session, chat_id)
-
-
 async def require_user(components: Components, message: Message) -> uuid.UUID | None:
-    user_id = await chat_user(components, message.chat.id)
+    user_id = await chats.chat_user(components, message.chat.id)
     if user_id is None:
         await message.answer(NOT_LINKED)
     return user_id
 
 
-async def runnable_models(components: Components, kind: InputKind | None = None) -> list[CatalogModel]:
-    async with components.db.session() as session:
-        models = await list_models(session)
-    return [
-        m
-        for m in models
-        if m.slug in components.predictors
-        and (kind is None or components.predictors[m.slug].input_kind == kind)
-    ]
+def task_of(components: Components, slug: str) -> str:
+    cls = components.predictors.get(slug)
+    return cls.task if cls is not None else ""
 
 
-def models_keyboard(models: list[CatalogModel]) -> InlineKeyboardMarkup:
+def models_keyboard(components: Components, models: list[CatalogModel]) -> InlineKeyboardMarkup:
     builder = InlineKeyboardBuilder()
     for model in models:
-        title = BUTTON_TITLES.get(model.slug, model.title)
+        title = button_title(task_of(components, model.slug), model.title)
         data = ENROLL_DATA if model.slug == ENROLL_SLUG else f"{RUN_PREFIX}{model.slug}"
         builder.button(text=f"{title} — {credits(model.price)}", callback_data=data)
     builder.adjust(1)
@@ -119,30 +99,23 @@ async def link_command(message: Message, command: CommandObject, components: Com
         await message.answer("Send /link CODE with the code from your profile page.")
         return
     try:
-        async with components.db.session(write=True) as session:
-            user_id = await links.link_chat(session, message.chat.id, command.args)
-            user = await session.get(User, user_id)
-            email = user.email if user is not None else "your account"
-    except links.LinkCodeInvalid as exc:
-        await message.answer(exc.message)
+        linked = await chats.link_chat(components, message.chat.id, command.args)
+    except (LinkCodeInvalid, LinkCodeExpired) as exc:
+        await message.answer(describe_error(exc).message)
         return
-    except links.LinkCodeExpired as exc:
-        await message.answer(exc.message)
-        return
+    email = linked.email or "your account"
     await message.answer(f"This chat is now linked to {email}. Send /help to see what it can do.")
 
 
 async def unlink_command(message: Message, components: Components) -> None:
-    async with components.db.session(write=True) as session:
-        removed = await links.unlink_chat(session, message.chat.id)
+    removed = await chats.unlink_chat(components, message.chat.id)
     await message.answer("This chat is unlinked." if removed else "This chat was not linked.")
 
 
 async def balance_command(message: Message, components: Components) -> None:
     if (user_id := await require_user(components, message)) is None:
         return
-    async with components.db.session() as session:
-        account = await wallet.get_wallet(session, user_id)
+    account = await wallet.wallet_of(components, user_id)
     text = f"Balance: {credits(account.balance)}."
     if account.held:
         text += f" {credits(account.held)} held for running jobs; {account.balance - account.held} available."
@@ -163,8 +136,7 @@ async def models_command(message: Message, components: Components) -> None:
 async def jobs_command(message: Message, components: Components) -> None:
     if (user_id := await require_user(components, message)) is None:
         return
-    async with components.db.session() as session:
-        page = await jobs.list_jobs(session, user_id, limit=10, offset=0)
+    page = await jobs.list_jobs(components, user_id, limit=10)
     if not page.items:
         await message.answer("You have no jobs yet.")
         return
@@ -189,10 +161,11 @@ async def topup_command(message: Message, command: CommandObject, components: Co
     if amount > limit:
         await message.answer(f"A single top-up is limited to {credits(limit)}.")
         return
-    async with components.db.session(write=True) as session:
-        await wallet.top_up(session, user_id, amount)
-        account = await wallet.get_wallet(session, user_id)
-        balance = account.balance
+    # Telegram may deliver the same message again (a webhook retried, polling resumed after a
+    # crash): keyed by the message, a redelivered /topup pays once.
+    key = f"telegram:{message.chat.id}:{message.message_id}"
+    outcome = await wallet.top_up(components, user_id, amount, key)
+    balance = int(outcome.body["wallet"]["balance"])
     await message.answer(f"Added {credits(amount)}. Balance: {credits(balance)}.")
 
 
@@ -206,7 +179,7 @@ async def offer_models(message: Message, components: Components, kind: InputKind
     if not models:
         await message.answer(f"No model for {what} is available right now.")
         return
-    await message.reply("What should I do with it?", reply_markup=models_keyboard(models))
+    await message.reply("What should I do with it?", reply_markup=models_keyboard(components, models))
 
 
 async def enroll_label(message: Message, state: FSMContext, bot: Bot, components: Components) -> None:
@@ -240,7 +213,7 @@ async def enroll_button(query: CallbackQuery, state: FSMContext, components: Com
     if not isinstance(message, Message) or source is None or not source.photo:
         await query.answer("The photo is no longer available; send it again.", show_alert=True)
         return
-    if await chat_user(components, message.chat.id) is None:
+    if await chats.chat_user(components, message.chat.id) is None:
         await query.answer(NOT_LINKED, show_alert=True)
         return
     await query.answer()
@@ -256,15 +229,15 @@ async def run_button(query: CallbackQuery, bot: Bot, components: Components) -> 
     if not isinstance(message, Message) or source is None:
         await query.answer("The input is no longer available; send it again.", show_alert=True)
         return
-    user_id = await chat_user(components, message.chat.id)
+    user_id = await chats.chat_user(components, message.chat.id)
     if user_id is None:
         await query.answer(NOT_LINKED, show_alert=True)
         return
     await query.answer()
     try:
         given = await chat_input(bot, components, source)
-    except InvalidInput as exc:
-        await message.answer(exc.message)
+    except AppError as exc:
+        await message.answer(describe_error(exc).message)
         return
     await run_and_report(message, components, user_id, slug, given)
 
@@ -285,12 +258,12 @@ async def download(
 ) -> ChatInput:
     limit = components.settings.max_upload_bytes
     if size is not None and size > limit:
-        raise InvalidInput(f"The file is larger than the limit of {limit} bytes.", code="file_too_large")
+        raise FileTooLarge(f"The file is larger than the limit of {limit} bytes.", limit=limit)
     buffer = io.BytesIO()
     await bot.download(file_id, destination=buffer)
     data = buffer.getvalue()
     if len(data) > limit:
-        raise InvalidInput(f"The file is larger than the limit of {limit} bytes.", code="file_too_large")
+        raise FileTooLarge(f"The file is larger than the limit of {limit} bytes.", limit=limit)
     return ChatInput(data=data, filename=filename)
 
 
@@ -308,30 +281,31 @@ async def run_and_report(
     wait_s = components.settings.telegram_job_wait_seconds
     try:
         job = await run_model(components, user_id, slug, given, params, wait_s=wait_s)
-    except (AppError, InvalidInput) as exc:
+    except AppError as exc:
         await message.answer(refusal_text(exc))
         return
     await report(message, components, job)
 
 
-def refusal_text(exc: AppError | InvalidInput) -> str:
-    if exc.code == "insufficient_credits":
-        return f"Not enough credits: {exc.message} Send /topup AMOUNT to add credits, or /balance."
-    return f"Not run: {exc.message}"
+def refusal_text(exc: BaseException) -> str:
+    info = describe_error(exc)
+    if info.code == "insufficient_credits":
+        return f"Not enough credits: {info.message} Send /topup AMOUNT to add credits, or /balance."
+    return f"Not run: {info.message}"
 
 
 async def report(message: Message, components: Components, job: Job) -> None:
     status = JobStatus(job.status)
     if status == JobStatus.succeeded:
         await message.answer(
-            describe_output(job.model_slug, job.output or {}) + f"\n\nCharged {credits(job.cost)}."
+            describe_output(task_of(components, job.model_slug), job.output or {})
+            + f"\n\nCharged {credits(job.cost)}."
         )
-        wanted = SENT_ARTIFACTS.get(job.model_slug)
+        wanted = sent_artifacts(task_of(components, job.model_slug))
         for name in sorted(job.artifacts or {}):
             if wanted is not None and name not in wanted:
                 continue
-            async with components.db.session() as session:
-                stored = await jobs.read_artifact(session, components.storage, job.user_id, job.id, name)
+            stored = await jobs.read_artifact(components, job.user_id, job.id, name)
             await message.answer_document(BufferedInputFile(stored.data, filename=stored.filename))
     elif status == JobStatus.failed:
         reason = job.error_message or "the model could not process this input"
@@ -340,31 +314,6 @@ async def report(message: Message, components: Components, job: Job) -> None:
         await message.answer("The job was canceled. Nothing was charged.")
     else:
         await message.answer(f"The job is still {job.status}; see /jobs later.")
-
-
-def describe_output(slug: str, output: dict[str, Any]) -> str:
-    if isinstance(output.get("predictions"), list):
-        lines = [f"{p['label']}: {float(p.get('probability', 0)):.1%}" for p in output["predictions"]]
-        return "Labels:\n" + "\n".join(lines)
-    if isinstance(output.get("results"), list):
-        lines = [
-            f"{i}. {r.get('title')}" + (f" ({r['year']})" if r.get("year") else "")
-            for i, r in enumerate(output["results"], 1)
-        ]
-        return "Movies:\n" + "\n".join(lines) if lines else "No movies found."
-    if isinstance(output.get("faces"), list):
-        faces = output["faces"]
-        if not faces:
-            return "No faces found."
-        return "Faces:\n" + "\n".join(f"{i}. {f.get('label')}" for i, f in enumerate(faces, 1))
-    if slug == ENROLL_SLUG and "label" in output:
-        return f"Enrolled the face as {output['label']}."
-    if "verdict" in output:
-        return f"Verdict: {output['verdict']} (score {output.get('score')})."
-    if slug == "background-removal":
-        return "Background removed: the cut-out follows."
-    shown = {k: v for k, v in output.items() if not k.startswith("_")}
-    return str(shown)[:3500]
 
 
 def build_router() -> Router:

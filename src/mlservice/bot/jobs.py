@@ -7,13 +7,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlservice.errors import AppError
-from mlservice.history.recording import RequestRecord, record_refusal
-from mlservice.jobs import service as jobs
-from mlservice.jobs.submission import submit_recorded
+from mlservice.history.recording import RequestRecord
+from mlservice.jobs import usecases
 from mlservice.jobs.tables import Job
 from mlservice.jobs.validation import Submission
-from mlservice.predictors.base import InvalidInput
 
 if TYPE_CHECKING:
     from mlservice.components import Components
@@ -47,21 +44,8 @@ async def run_model(
         filename=given.filename,
         text=given.text,
     )
-    record = RequestRecord(user_id=user_id)
-    record.describe(submission)
-    try:
-        async with components.db.session() as session:
-            model, predictor = await jobs.runnable_model(session, slug, components.predictors)
-        outcome = await submit_recorded(
-            components,
-            user_id=user_id,
-            submission=submission,
-            model=model,
-            predictor=predictor,
-            record=record,
-        )
-    except (AppError, InvalidInput) as exc:
-        await record_refusal(components.db, record, exc)
-        raise
+    outcome = await usecases.submit_job(
+        components, user_id=user_id, submission=submission, record=RequestRecord(user_id=user_id)
+    )
     job_id = uuid.UUID(str(outcome.body["id"]))
-    return await jobs.wait_for_job(components.db, components.events, user_id, job_id, wait_s)
+    return await usecases.wait_for_job(components, user_id, job_id, wait_s)

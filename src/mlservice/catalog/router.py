@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mlservice.catalog import service
+from mlservice.catalog import service, usecases
 from mlservice.catalog.schemas import AdminModelRead, ModelRead, ModelUpdate
 from mlservice.catalog.tables import CatalogModel
-from mlservice.deps import ComponentsDep, SessionDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, SessionDep
 from mlservice.errors import error_responses
 from mlservice.users.auth import AdminUser
 
@@ -58,16 +58,18 @@ async def admin_list_models(
     responses=error_responses(400, 401, 403, 404, 409),
 )
 async def admin_update_model(
-    slug: str, body: ModelUpdate, _: AdminUser, session: WriteSessionDep, components: ComponentsDep
+    slug: str, body: ModelUpdate, _: AdminUser, session: SessionDep, components: ComponentsDep
 ) -> AdminModelRead:
     """Change price, availability or batching limits (which workers apply when they start)."""
-    model = await service.update_model(
-        session,
+    # The read connection that authenticated the request goes back before the use case waits for
+    # the writer: waiters each holding a pooled connection would starve the one writing.
+    await session.close()
+    model = await usecases.update_model(
+        components,
         slug,
         price=body.price,
         enabled=body.enabled,
         max_batch_size=body.max_batch_size,
         max_wait_ms=body.max_wait_ms,
-        predictor=components.predictors.get(slug),
     )
     return _admin_read(model, components)

@@ -5,9 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from mlservice.deps import OffsetQuery, SessionDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep
 from mlservice.errors import error_responses
-from mlservice.faces import service
+from mlservice.faces import service, usecases
 from mlservice.faces.schemas import FacePage, FaceRead
 from mlservice.users.auth import CurrentUser
 
@@ -34,7 +34,11 @@ async def list_faces(
     response_class=Response,
     responses=error_responses(404),
 )
-async def delete_face(face_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> Response:
+async def delete_face(
+    face_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
+) -> Response:
     """Remove a face from your gallery; it is never matched again."""
-    await service.delete_face(session, user.id, face_id)
+    # The read connection goes back before the use case waits for the writer (see deps).
+    await session.close()
+    await usecases.delete_face(components, user.id, face_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,35 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import NotFound
 from mlservice.faces.tables import FaceEntry
-
-EMBEDDING_SIZE = 128
+from mlservice.predictors.faces.gallery import EMBEDDING_SIZE, Gallery, decode_embedding, encode_embedding
 
 
 class FaceNotFound(NotFound):
     code = "face_not_found"
-
-
-@dataclass(frozen=True)
-class Gallery:
-    """The owner's enrolled faces as one matrix, ready for distance computations."""
-
-    ids: list[uuid.UUID]
-    labels: list[str]
-    embeddings: npt.NDArray[np.float32]  # shape (n, 128)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def encode_embedding(vector: npt.ArrayLike) -> bytes:
-    array = np.asarray(vector, dtype="<f4")
-    if array.shape != (EMBEDDING_SIZE,):
-        raise ValueError(f"a face embedding has {EMBEDDING_SIZE} values, got shape {array.shape}")
-    return array.tobytes()
-
-
-def decode_embedding(raw: bytes) -> npt.NDArray[np.float32]:
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
 async def add_face(

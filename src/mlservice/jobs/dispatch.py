@@ -16,11 +16,10 @@ import logging
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.db import Database, after_commit
-from mlservice.jobs.tables import Job, JobStatus
+from mlservice.jobs import repository
 from mlservice.queue.base import JobQueue
 from mlservice.types import utcnow
 
@@ -91,17 +90,7 @@ class JobPublisher:
             by_attempt.setdefault(attempts, []).append(job_id)
         async with self.db.session(write=True) as session:
             for attempts, ids in by_attempt.items():
-                await session.execute(
-                    update(Job)
-                    .where(
-                        Job.id.in_(ids),
-                        Job.status == JobStatus.queued,
-                        Job.attempts == attempts,
-                        Job.published_at.is_(None),
-                    )
-                    .values(published_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+                await repository.mark_published(session, ids, attempts, now)
 
     async def relay(self, older_than_s: float) -> int:
         """Republish queued jobs unconfirmed for ``older_than_s``; returns how many were published."""
@@ -109,19 +98,7 @@ class JobPublisher:
             return 0
         cutoff = utcnow() - timedelta(seconds=older_than_s)
         async with self.db.session() as session:
-            rows = list(
-                await session.execute(
-                    select(Job.id, Job.model_slug, Job.attempts)
-                    .where(
-                        Job.status == JobStatus.queued,
-                        Job.published_at.is_(None),
-                        # Requeued jobs have no fresh created_at: the lease they lost is older still.
-                        Job.created_at < cutoff,
-                    )
-                    .order_by(Job.created_at)
-                    .limit(RELAY_BATCH)
-                )
-            )
+            rows = await repository.unconfirmed(session, cutoff, RELAY_BATCH)
         published = 0
         for job_id, slug, attempts in rows:
             try:

@@ -6,13 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep
 from mlservice.errors import error_responses
-from mlservice.history.recording import PredictionRequestDep
-from mlservice.jobs import service
+from mlservice.history.dependencies import PredictionRequestDep
+from mlservice.jobs import service, usecases
 from mlservice.jobs.errors import FileTooLarge
 from mlservice.jobs.schemas import JobPage, JobRead
-from mlservice.jobs.submission import submit_recorded
 from mlservice.jobs.tables import JobStatus
 from mlservice.jobs.validation import Submission
 from mlservice.jobs.views import job_read, job_summary
@@ -79,20 +78,15 @@ async def submit_job(
     )
     record.describe(submission)
     hook = subscription(webhook, webhook_events_filter, allow_private=settings.webhook_allow_private)
-    # Upload read and input decoded first; only then the (short) write transaction.
-    # The model is read in the transaction that authenticated the request, which then gives its
-    # connection back: none is held while the input is decoded or the writer is awaited.
-    model_row, predictor = await service.runnable_model(session, submission.model_slug, components.predictors)
-    await session.close()
-    outcome = await submit_recorded(
+    # The model is read in the transaction that authenticated the request (see submit_job).
+    outcome = await usecases.submit_job(
         components,
         user_id=user.id,
         submission=submission,
-        model=model_row,
-        predictor=predictor,
         record=record,
         idempotency_key=idempotency_key,
         webhook=hook,
+        reader=session,
     )
     # Committed above, before the response goes out.
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
@@ -137,13 +131,17 @@ async def get_job(
     job = await service.get_owned_job(session, user.id, job_id)
     if wait > 0 and not JobStatus(job.status).finished:
         await session.close()
-        job = await service.wait_for_job(components.db, components.events, user.id, job_id, wait)
+        job = await usecases.wait_for_job(components, user.id, job_id, wait)
     return job_read(job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))
-async def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: WriteSessionDep) -> JobRead:
-    return job_read(await service.cancel(session, user.id, job_id))
+async def cancel_job(
+    job_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
+) -> JobRead:
+    # The read connection goes back before the write waits for the writer (see deps).
+    await session.close()
+    return job_read(await usecases.cancel_job(components, user.id, job_id))
 
 
 def _attachment(stored: service.StoredFile) -> Response:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.catalog.service import get_runnable_model
 from mlservice.catalog.tables import CatalogModel
-from mlservice.db import Database, after_rollback
+from mlservice.db import after_rollback
 from mlservice.idempotency import service as idempotency
+from mlservice.jobs import repository
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.errors import JobNotCancelable, JobNotFound, ModelUnavailable
-from mlservice.jobs.events import JobEvents, announce_finished
-from mlservice.jobs.executor import artifact_key
+from mlservice.jobs.events import announce_finished
+from mlservice.jobs.settle import artifact_key
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import Submission, Validated, validate
 from mlservice.jobs.views import job_read
@@ -27,7 +26,6 @@ from mlservice.observability.context import current_request_id
 from mlservice.observability.jobs import job_canceled, job_queued
 from mlservice.predictors.base import InputLimits, Predictor
 from mlservice.storage.base import Storage
-from mlservice.types import utcnow
 from mlservice.wallet import service as wallet
 from mlservice.webhooks import outbox as webhooks
 
@@ -155,7 +153,7 @@ async def read_artifact(
 
 async def get_owned_job(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     """The job if ``user_id`` owns it; anybody else's id is answered as not found."""
-    job = await session.get(Job, job_id, populate_existing=True)
+    job = await repository.get(session, job_id)
     if job is None or job.user_id != user_id:
         raise JobNotFound("Job not found.")
     return job
@@ -176,28 +174,16 @@ async def list_jobs(
     status: JobStatus | None = None,
     model_slug: str | None = None,
 ) -> JobList:
-    where = [Job.user_id == user_id]
-    if status is not None:
-        where.append(Job.status == status)
-    if model_slug is not None:
-        where.append(Job.model_slug == model_slug)
-    total = await session.scalar(select(func.count()).select_from(Job).where(*where))
-    rows = await session.scalars(
-        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    items, total = await repository.page_of(
+        session, user_id, limit=limit, offset=offset, status=status, model_slug=model_slug
     )
-    return JobList(items=list(rows), total=total or 0)
+    return JobList(items=items, total=total)
 
 
 async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
     """Cancel a queued job and release its hold; a job a worker has claimed runs to its end."""
     job = await get_owned_job(session, user_id, job_id)
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status == JobStatus.queued)
-        .values(status=JobStatus.canceled, finished_at=utcnow(), lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not await repository.cancel_queued(session, job.id):
         await session.refresh(job)
         raise JobNotCancelable(
             f"Only queued jobs can be canceled; this one is {job.status}.", status=job.status
@@ -209,31 +195,3 @@ async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -
     job_canceled(session, job)
     await session.refresh(job)
     return job
-
-
-async def read_job(db: Database, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    async with db.session() as session:
-        return await get_owned_job(session, user_id, job_id)
-
-
-async def wait_for_job(
-    db: Database, events: JobEvents, user_id: uuid.UUID, job_id: uuid.UUID, timeout_s: float
-) -> Job:
-    """The job once it is finished, or as it is after ``timeout_s``; no connection is held meanwhile."""
-    job = await read_job(db, user_id, job_id)
-    if JobStatus(job.status).finished or timeout_s <= 0:
-        return job
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    with events.waiter(job_id) as woken:
-        while True:
-            # Registered first, read second: a finish in between is not missed.
-            job = await read_job(db, user_id, job_id)
-            remaining = deadline - loop.time()
-            if JobStatus(job.status).finished or remaining <= 0:
-                return job
-            try:
-                await asyncio.wait_for(woken.wait(), remaining)
-            except TimeoutError:
-                return await read_job(db, user_id, job_id)
-            woken.clear()

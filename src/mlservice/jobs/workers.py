@@ -10,7 +10,9 @@ from mlservice.catalog.service import batch_limits
 from mlservice.db import Database
 from mlservice.jobs.attempts import Disposition
 from mlservice.jobs.dispatch import JobPublisher
-from mlservice.jobs.executor import JobExecutor, queued_jobs, sweep
+from mlservice.jobs.executor import JobExecutor
+from mlservice.jobs.repository import queued_jobs
+from mlservice.jobs.settle import sweep
 from mlservice.queue.base import Delivery, JobQueue
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class JobWorkers:
         self.resume_queued = resume_queued
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Messages of jobs waiting out their retry backoff before they are given back.
+        self._backing_off: dict[asyncio.Task[None], Delivery] = {}
 
     async def start(self) -> None:
         if self.resume_queued:
@@ -89,6 +93,14 @@ class JobWorkers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        # Retries waiting out their backoff go back to the queue now rather than when the
+        # connection closes: another worker may take them at once.
+        for task, delivery in list(self._backing_off.items()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await _settle(delivery, Disposition.retry)
+        self._backing_off.clear()
         if self._in_flight:
             _, unfinished = await asyncio.wait(self._in_flight, timeout=grace_s)
             # Whatever did not finish stays `running`: its message is redelivered when the
@@ -120,7 +132,27 @@ class JobWorkers:
             dispositions = dict.fromkeys((d.job_id for d in deliveries), Disposition.retry)
         # Only now is every outcome committed (or the job was not ours to run): settle the messages.
         for delivery in deliveries:
-            await _settle(delivery, dispositions.get(delivery.job_id, Disposition.ack))
+            disposition = dispositions.get(delivery.job_id, Disposition.ack)
+            delay = self.executor.retry_delays.pop(delivery.job_id, 0.0)
+            if disposition is Disposition.retry and delay > 0:
+                self._back_off(delivery, delay)
+            else:
+                await _settle(delivery, disposition)
+
+    def _back_off(self, delivery: Delivery, delay_s: float) -> None:
+        """Give a retried job's message back after ``delay_s``, without holding up the consumer.
+
+        The job is ``queued`` in the database meanwhile; only this message carries it, and a
+        process that dies meanwhile leaves it unacknowledged, so the broker delivers it again.
+        """
+
+        async def later() -> None:
+            await asyncio.sleep(delay_s)
+            await _settle(delivery, Disposition.retry)
+
+        task = asyncio.create_task(later(), name=f"retry-{delivery.job_id}")
+        self._backing_off[task] = delivery
+        task.add_done_callback(lambda done: self._backing_off.pop(done, None))
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -8,8 +8,7 @@ the database when scraped, never on a request's or a job's path.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,13 +19,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from sqlalchemy import func, select
 
-from mlservice.db import Database
-from mlservice.jobs.tables import Job, JobStatus
+from mlservice.jobs.tables import JobStatus
 from mlservice.predictors.pool import PredictorPool
-
-log = logging.getLogger(__name__)
 
 # The classic text format: what every Prometheus version scrapes (the names need no escaping).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -135,31 +130,17 @@ class ServiceMetrics:
             ):
                 metric.labels(model)
 
-    async def refresh(self, db: Database, pool: PredictorPool, *, running_here: bool) -> None:
-        """Read the state the gauges describe: one grouped COUNT of the queued jobs.
-        ``running_here``: this process runs jobs (its models' loaded state is then reported)."""
+    def refresh(self, pool: PredictorPool, queued: Mapping[str, int] | None, *, running_here: bool) -> None:
+        """Set the gauges that describe shared state: the models this process has loaded
+        (``running_here``: it runs jobs) and the queued jobs per model (None: they could not be
+        counted, so no number rather than a stale one)."""
         for slug in pool.classes:
             self.model_loaded.labels(slug).set(1 if running_here and pool.is_loaded(slug) else 0)
-        try:
-            async with db.session() as session:
-                rows = (
-                    await session.execute(
-                        select(Job.model_slug, func.count())
-                        .where(Job.status == JobStatus.queued)
-                        .group_by(Job.model_slug)
-                    )
-                ).all()
-        except Exception:
-            log.warning("could not count the queued jobs for /metrics", exc_info=True)
-            # No number rather than a stale one.
-            self.jobs_queued.clear()
-            return
-        counts = {slug: int(count) for slug, count in rows}
         self.jobs_queued.clear()
-        for slug in sorted(set(pool.classes) | set(counts)):
-            self.jobs_queued.labels(slug).set(counts.get(slug, 0))
+        if queued is None:
+            return
+        for slug in sorted(set(pool.classes) | set(queued)):
+            self.jobs_queued.labels(slug).set(queued.get(slug, 0))
 
-    async def scrape(self, db: Database, pool: PredictorPool, *, running_here: bool) -> bytes:
-        """The exposition text, gauges refreshed first."""
-        await self.refresh(db, pool, running_here=running_here)
+    def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,28 +12,22 @@ parameters) and implements two phases, following the setup/predict split of cog 
 
 from __future__ import annotations
 
-import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+# Part of the predictor contract: a predictor refuses what it cannot run with it.
+from mlservice.errors import InvalidInput as InvalidInput
 
 InputKind = Literal["image", "text", "file"]
 
 
-class InvalidInput(Exception):
-    """The input or parameters cannot be run by this predictor (rendered as a 4xx, no charge)."""
-
-    def __init__(self, message: str, code: str = "invalid_input", status_code: int = 422) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status_code = status_code
+class PermanentError(Exception):
+    """A model failure that no later attempt could fix (a deterministic bug on this input, say): the
+    job fails at once instead of being retried. Its message is shown to the job's owner."""
 
 
 class NoParams(BaseModel):
@@ -55,7 +49,7 @@ class PredictInput:
     data: bytes | None
     text: str | None
     params: dict[str, Any]
-    # Whatever the predictor's ``load_context`` returned for this job's owner (e.g. their gallery).
+    # What the model's job hooks loaded for this job's owner (e.g. their face gallery).
     context: Any = None
 
 
@@ -72,6 +66,9 @@ class Artifact:
 class PredictOutput:
     result: dict[str, Any]
     artifacts: dict[str, Artifact] = field(default_factory=dict)  # name -> file
+    # What the model made for the job's hooks only (an enrollment's embedding, say): handed to
+    # them in the result's transaction, never written into the result a user reads.
+    private: dict[str, Any] = field(default_factory=dict)
 
 
 class Predictor(ABC):
@@ -109,23 +106,6 @@ class Predictor(ABC):
     @abstractmethod
     def prepare_input(cls, data: bytes | None, text: str | None, limits: InputLimits) -> dict[str, Any]:
         """Validate an upload; return metadata about it (e.g. image size) to keep with the job."""
-
-    @classmethod
-    async def load_context(cls, session: AsyncSession, user_id: uuid.UUID, params: dict[str, Any]) -> Any:
-        """Data of the job's owner the model needs (read in the worker's transaction); None by default."""
-        return None
-
-    @classmethod
-    async def on_success(
-        cls,
-        session: AsyncSession,
-        user_id: uuid.UUID,
-        job_id: uuid.UUID,
-        params: dict[str, Any],
-        output: PredictOutput,
-    ) -> None:
-        """Persist side effects of a successful run, in the transaction that records the result."""
-        return None
 
     def is_prepared(self) -> bool:
         """True when the files ``prepare`` builds exist in the model cache."""

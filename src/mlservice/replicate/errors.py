@@ -1,3 +1,7 @@
+"""The errors of ``/v1`` that ``/api`` does not have; each is answered as a problem document with its code."""
+
+from __future__ import annotations
+
 from mlservice.errors import AppError, NotFound
 
 

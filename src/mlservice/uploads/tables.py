@@ -14,7 +14,7 @@ from mlservice.types import UTCDateTime, utcnow
 class UploadedFile(Base):
     """A file uploaded with ``POST /v1/files`` to be given to predictions by its URL.
 
-    Its bytes live in storage under :func:`mlservice.replicate.service.upload_key`; only its owner
+    Its bytes live in storage under :func:`mlservice.replicate.uploads.upload_key`; only its owner
     can read, use or delete it, and it is gone once ``expires_at`` passes.
     """
 

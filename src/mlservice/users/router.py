@@ -1,18 +1,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 from fastapi.routing import APIRoute
-from fastapi_users import exceptions as user_errors
 from fastapi_users.authentication import AuthenticationBackend
 
-from mlservice.deps import SettingsDep, WriteSessionDep
-from mlservice.errors import AppError, error_responses
+from mlservice.deps import ComponentsDep
+from mlservice.errors import error_responses
 from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_logins, limit_registrations
+from mlservice.users import usecases
 from mlservice.users.auth import CurrentUser, cookie_backend, fastapi_users, jwt_backend
-from mlservice.users.manager import UserDatabase, UserManager
 from mlservice.users.schemas import UserCreate, UserRead
 from mlservice.users.tables import User
 
@@ -40,10 +38,6 @@ for _backend in (jwt_backend, cookie_backend):
     )
 
 
-async def get_write_user_manager(session: WriteSessionDep, settings: SettingsDep) -> UserManager:
-    return UserManager(UserDatabase(session, settings.signup_bonus), settings)
-
-
 @router.post(
     "/auth/register",
     response_model=UserRead,
@@ -52,15 +46,8 @@ async def get_write_user_manager(session: WriteSessionDep, settings: SettingsDep
     dependencies=[Depends(limit_registrations)],
     responses={**error_responses(400), **RATE_LIMITED_RESPONSE},
 )
-async def register(
-    body: UserCreate, manager: Annotated[UserManager, Depends(get_write_user_manager)]
-) -> UserRead:
-    try:
-        user = await manager.create(body, safe=True)
-    except user_errors.UserAlreadyExists:
-        raise AppError("An account with this e-mail address already exists.", code="email_taken") from None
-    except user_errors.InvalidPasswordException as exc:
-        raise AppError(str(exc.reason), code="invalid_password", status_code=400) from None
+async def register(body: UserCreate, components: ComponentsDep) -> UserRead:
+    user = await usecases.register(components.db, components.settings, body)
     return UserRead.model_validate(user)
 
 

@@ -16,3 +16,18 @@ class AdjustmentExceedsAvailable(AppError):
 
     status_code = 409
     code = "adjustment_exceeds_available"
+
+
+class RefillLimitExceeded(AppError):
+    """More credits in one top-up than the server allows (``max_refill_amount``)."""
+
+    status_code = 422
+    code = "refill_limit_exceeded"
+
+
+class InvalidTopUpAmount(AppError):
+    """A top-up of no credits or fewer: every surface refuses it before, the use case once more,
+    since a negative top-up would be a debit no one authorised."""
+
+    status_code = 422
+    code = "invalid_top_up_amount"

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from mlservice.deps import OffsetQuery, SessionDep, SettingsDep, WriteSessionDep
-from mlservice.errors import AppError, error_responses
-from mlservice.idempotency import service as idempotency
+from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep
+from mlservice.errors import error_responses
 from mlservice.users.auth import CurrentUser
-from mlservice.wallet import service
+from mlservice.wallet import service, usecases
 from mlservice.wallet.schemas import EntryPage, EntryRead, RefillRequest, RefillResponse, WalletRead
 
 router = APIRouter(prefix="/wallet", tags=["wallet"], responses=error_responses(401))
@@ -26,30 +25,15 @@ async def read_wallet(user: CurrentUser, session: SessionDep) -> WalletRead:
 async def refill(
     body: RefillRequest,
     user: CurrentUser,
-    session: WriteSessionDep,
-    settings: SettingsDep,
+    session: SessionDep,
+    components: ComponentsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Add credits (a demo payment: no money moves)."""
-    if body.amount > settings.max_refill_amount:
-        raise AppError(
-            f"A single top-up is limited to {settings.max_refill_amount} credits.",
-            code="refill_limit_exceeded",
-            status_code=422,
-        )
-
-    async def operation() -> tuple[int, dict[str, Any]]:
-        entry = await service.top_up(session, user.id, body.amount)
-        wallet = await service.get_wallet(session, user.id)
-        result = RefillResponse(
-            wallet=WalletRead.model_validate(wallet), entry=EntryRead.model_validate(entry)
-        )
-        return 200, result.model_dump(mode="json")
-
-    fingerprint = idempotency.request_fingerprint(amount=body.amount)
-    outcome = await idempotency.run_once(
-        session, user.id, "wallet.refill", idempotency_key, fingerprint, operation
-    )
+    # The read connection that authenticated the request goes back before the use case waits for
+    # the writer: waiters each holding a pooled connection would starve the one writing.
+    await session.close()
+    outcome = await usecases.top_up(components, user.id, body.amount, idempotency_key)
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
 
 

@@ -7,14 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import OAuth2PasswordRequestForm
-from fastapi_users import exceptions as user_errors
 
-from mlservice.deps import SettingsDep
+from mlservice.deps import ComponentsDep, SettingsDep
 from mlservice.security.limits import limit_logins, limit_registrations
 from mlservice.settings import Settings
+from mlservice.users import usecases
 from mlservice.users.auth import COOKIE_NAME, get_jwt_strategy, get_user_manager
 from mlservice.users.manager import UserManager, password_problem
-from mlservice.users.router import get_write_user_manager
 from mlservice.users.schemas import UserCreate
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import OptionalUser
@@ -86,14 +85,14 @@ async def register_page(request: Request, user: OptionalUser) -> Response:
 @router.post("/register", response_class=HTMLResponse, dependencies=[Depends(limit_registrations)])
 async def register(
     request: Request,
-    settings: SettingsDep,
-    manager: Annotated[UserManager, Depends(get_write_user_manager)],
+    components: ComponentsDep,
     email: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     password_again: Annotated[str, Form()] = "",
     csrf: CsrfField = None,
 ) -> Response:
     check_csrf(request, csrf)
+    settings = components.settings
     email = email.strip().lower()
 
     def again(error: str) -> Response:
@@ -111,11 +110,11 @@ async def register(
     except ValueError:
         return again("Enter a valid e-mail address.")
     try:
-        user = await manager.create(body, safe=True)
-    except user_errors.UserAlreadyExists:
+        user = await usecases.register(components.db, settings, body)
+    except usecases.EmailTaken:
         return again("An account with this e-mail address already exists. Log in instead?")
-    except user_errors.InvalidPasswordException as exc:
-        return again(str(exc.reason))
+    except usecases.InvalidPassword as exc:
+        return again(exc.message)
     token = await get_jwt_strategy(request).write_token(user)
     response = redirect(
         "/", notice=f"Welcome! Your account starts with {settings.signup_bonus} free credits."

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -11,8 +9,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
-from mlservice.errors import AppError
-from mlservice.web import admin_pages, auth_pages, pages
+from mlservice.errors import AppError, describe_error, error_json
+from mlservice.web import admin, auth_pages, pages
 from mlservice.web.csrf import ApiCsrfMiddleware
 from mlservice.web.deps import viewer_from_cookie
 from mlservice.web.render import STATIC_DIR, LoginRequired, login_redirect, page
@@ -59,14 +57,6 @@ async def error_page(request: Request, status_code: int, message: str) -> Respon
     )
 
 
-async def _answer(handler: object, request: Request, exc: Exception) -> Response:
-    assert callable(handler)
-    answer = handler(request, exc)
-    response = await answer if inspect.isawaitable(answer) else answer
-    assert isinstance(response, Response)
-    return response
-
-
 def install_web(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="web-static")
     # Innermost (add_middleware would put it outermost): its refusals pass through the security
@@ -74,37 +64,26 @@ def install_web(app: FastAPI) -> None:
     app.user_middleware.append(Middleware(ApiCsrfMiddleware))
     app.include_router(auth_pages.router)
     app.include_router(pages.router)
-    app.include_router(admin_pages.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(LoginRequired)
     async def login_required(_: Request, exc: LoginRequired) -> Response:
         return login_redirect(exc.next_url)
 
-    json_app_error = app.exception_handlers[AppError]
-    json_http_error = app.exception_handlers[StarletteHTTPException]
-    json_validation_error = app.exception_handlers[RequestValidationError]
-
-    async def app_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AppError)
+    async def error(request: Request, exc: Exception) -> Response:
+        info = describe_error(exc)
         if not is_page(request):
-            return await _answer(json_app_error, request, exc)
-        return await error_page(request, exc.status_code, exc.message)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        # Starlette's own answers: no route for the path (404), a wrong method (405).
-        assert isinstance(exc, StarletteHTTPException)
-        if not is_page(request):
-            return await _answer(json_http_error, request, exc)
-        message = _MESSAGES.get(exc.status_code) or (exc.detail if isinstance(exc.detail, str) else "")
-        response = await error_page(request, exc.status_code, message)
-        response.headers.update(exc.headers or {})
+            return error_json(info)
+        if isinstance(exc, RequestValidationError):
+            # A page's own form errors are shown on the page; this is a query or path value.
+            return await error_page(request, 400, "The address or the form has a value this page cannot use.")
+        message = info.message
+        if isinstance(exc, StarletteHTTPException):
+            # Starlette's own answers (no route for the path, a wrong method) in the UI's words.
+            message = _MESSAGES.get(exc.status_code) or (exc.detail if isinstance(exc.detail, str) else "")
+        response = await error_page(request, info.status_code, message)
+        response.headers.update(info.headers)
         return response
 
-    async def validation_error(request: Request, exc: Exception) -> Response:
-        if not is_page(request):
-            return await _answer(json_validation_error, request, exc)
-        return await error_page(request, 400, "The address or the form has a value this page cannot use.")
-
-    app.add_exception_handler(AppError, app_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
+    for kind in (AppError, StarletteHTTPException, RequestValidationError):
+        app.add_exception_handler(kind, error)

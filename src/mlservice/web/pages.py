@@ -11,26 +11,28 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mlservice.bot import service as telegram_links
 from mlservice.catalog import service as catalog
 from mlservice.catalog.tables import CatalogModel
-from mlservice.deps import ComponentsDep, SessionDep, SettingsDep, WriteSessionDep
+from mlservice.chats import usecases as telegram_links
+from mlservice.chats.service import IssuedCode
+from mlservice.deps import ComponentsDep, SessionDep, SettingsDep
 from mlservice.errors import AppError
 from mlservice.faces import service as faces
+from mlservice.faces import usecases as face_usecases
 from mlservice.faces.service import FaceNotFound
-from mlservice.idempotency import service as idempotency
 from mlservice.jobs import service as jobs
+from mlservice.jobs import usecases
 from mlservice.jobs.errors import JobNotCancelable, JobNotFound
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import MAX_TEXT_LENGTH
 from mlservice.jobs.views import job_read, job_summary
 from mlservice.wallet import service as wallet_service
-from mlservice.wallet.schemas import EntryRead, RefillResponse, WalletRead
+from mlservice.wallet import usecases as wallet_usecases
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import PageUser, PageWallet
 from mlservice.web.param_form import param_fields
@@ -223,12 +225,18 @@ async def job_input_image(
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel_job(
-    request: Request, job_id: str, user: PageUser, session: WriteSessionDep, csrf: CsrfField = None
+    request: Request,
+    job_id: str,
+    user: PageUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    csrf: CsrfField = None,
 ) -> Response:
     check_csrf(request, csrf)
     parsed = _parse_id(job_id, JobNotFound("Job not found."))
+    await session.close()
     try:
-        await jobs.cancel(session, user.id, parsed)
+        await usecases.cancel_job(components, user.id, parsed)
     except JobNotCancelable as exc:
         return redirect(f"/jobs/{parsed}", error=exc.message)
     return redirect(f"/jobs/{parsed}", notice="The job is canceled and its credits are released.")
@@ -248,7 +256,7 @@ async def _wallet_page(
     *,
     amount: int | str = DEFAULT_TOP_UP,
     error: str | None = None,
-    telegram_code: telegram_links.IssuedCode | None = None,
+    telegram_code: IssuedCode | None = None,
 ) -> Response:
     wallet = await wallet_service.get_wallet(session, user.id)
     pager = _pager(number)
@@ -282,14 +290,16 @@ async def wallet_page(
 async def top_up(
     request: Request,
     user: PageUser,
-    session: WriteSessionDep,
-    settings: SettingsDep,
+    session: SessionDep,
+    components: ComponentsDep,
     amount: Annotated[str, Form()] = "",
     idempotency_key: Annotated[str, Form()] = "",
     csrf: CsrfField = None,
 ) -> Response:
-    """A demo payment, as ``POST /api/wallet/refill`` (same idempotency scope and fingerprint)."""
+    """A demo payment, as ``POST /api/wallet/refill`` (the same use case: same idempotency scope and
+    fingerprint). The form's hidden key makes a double submit pay once."""
     check_csrf(request, csrf)
+    settings = components.settings
     try:
         credits = int(amount.strip())
     except ValueError:
@@ -297,23 +307,9 @@ async def top_up(
     if not 0 < credits <= settings.max_refill_amount:
         message = f"Enter a whole number of credits from 1 to {settings.max_refill_amount}."
         return await _wallet_page(request, user, session, settings, 1, amount=amount[:20], error=message)
-
-    async def operation() -> tuple[int, dict[str, Any]]:
-        entry = await wallet_service.top_up(session, user.id, credits)
-        wallet = await wallet_service.get_wallet(session, user.id)
-        result = RefillResponse(
-            wallet=WalletRead.model_validate(wallet), entry=EntryRead.model_validate(entry)
-        )
-        return 200, result.model_dump(mode="json")
-
-    outcome = await idempotency.run_once(
-        session,
-        user.id,
-        "wallet.refill",
-        idempotency_key.strip() or None,
-        idempotency.request_fingerprint(amount=credits),
-        operation,
-    )
+    # No read connection held while the use case waits for the writer.
+    await session.close()
+    outcome = await wallet_usecases.top_up(components, user.id, credits, idempotency_key.strip() or None)
     if outcome.replayed:
         return redirect("/wallet", notice="This top-up was already made; it was not charged twice.")
     return redirect("/wallet", notice=f"Added {credits} credits to your wallet.")
@@ -321,11 +317,18 @@ async def top_up(
 
 @router.post("/wallet/telegram-code", response_class=HTMLResponse)
 async def telegram_code(
-    request: Request, user: PageUser, session: WriteSessionDep, settings: SettingsDep, csrf: CsrfField = None
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    components: ComponentsDep,
+    csrf: CsrfField = None,
 ) -> Response:
     """A one-time code to link a Telegram chat (``/link CODE``), shown once on the page."""
     check_csrf(request, csrf)
-    issued = await telegram_links.issue_link_code(session, user.id)
+    # No read connection held while the use case waits for the writer; the page reads afresh.
+    await session.close()
+    issued = await telegram_links.create_link_code(components, user.id)
     return await _wallet_page(request, user, session, settings, 1, telegram_code=issued)
 
 
@@ -359,8 +362,16 @@ async def faces_page(
 
 @router.post("/faces/{face_id}/delete")
 async def delete_face(
-    request: Request, face_id: str, user: PageUser, session: WriteSessionDep, csrf: CsrfField = None
+    request: Request,
+    face_id: str,
+    user: PageUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    csrf: CsrfField = None,
 ) -> Response:
     check_csrf(request, csrf)
-    await faces.delete_face(session, user.id, _parse_id(face_id, FaceNotFound("Face not found.")))
+    parsed = _parse_id(face_id, FaceNotFound("Face not found."))
+    # No read connection held while the use case waits for the writer.
+    await session.close()
+    await face_usecases.delete_face(components, user.id, parsed)
     return redirect("/faces", notice="The face was removed from your gallery; it is never matched again.")

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.db import Database, after_commit, before_commit
+from mlservice.jobs import repository
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.types import utcnow
 from mlservice.webhooks.tables import WebhookDelivery
@@ -130,12 +131,7 @@ async def _write(session: AsyncSession) -> None:
     pending: dict[uuid.UUID, list[str]] = session.info.pop(_PENDING, {})
     if not pending:
         return
-    jobs = {
-        job.id: job
-        for job in await session.scalars(
-            select(Job).where(Job.id.in_(list(pending))).execution_options(populate_existing=True)
-        )
-    }
+    jobs = await repository.many(session, list(pending))
     database = session.info.get("database")
     wiring = _wiring.get(database) if isinstance(database, Database) else None
     formatters = wiring.formatters if wiring is not None else {}

@@ -4,25 +4,30 @@ import uuid
 
 from fastapi import APIRouter
 
-from mlservice.deps import SessionDep, WriteSessionDep
+from mlservice.deps import ComponentsDep, SessionDep
 from mlservice.errors import error_responses
 from mlservice.users.auth import CurrentUser
-from mlservice.webhooks import service
+from mlservice.webhooks import service, usecases
 from mlservice.webhooks.schemas import WebhookDeliveryRead, WebhookSecretRead
 
 router = APIRouter(tags=["webhooks"], responses=error_responses(401))
 
 
 @router.get("/webhooks/secret", response_model=WebhookSecretRead)
-async def get_secret(user: CurrentUser, session: WriteSessionDep) -> WebhookSecretRead:
+async def get_secret(user: CurrentUser, session: SessionDep, components: ComponentsDep) -> WebhookSecretRead:
     """The secret your webhooks are signed with (made on first use)."""
-    return WebhookSecretRead(secret=await service.secret_of(session, user.id))
+    # The read connection goes back before the use case waits for the writer (see deps).
+    await session.close()
+    return WebhookSecretRead(secret=await usecases.get_signing_secret(components, user.id))
 
 
 @router.post("/webhooks/secret/rotate", response_model=WebhookSecretRead)
-async def rotate_secret(user: CurrentUser, session: WriteSessionDep) -> WebhookSecretRead:
+async def rotate_secret(
+    user: CurrentUser, session: SessionDep, components: ComponentsDep
+) -> WebhookSecretRead:
     """Replace the secret: every attempt from now on, retries included, is signed with the new one."""
-    return WebhookSecretRead(secret=await service.rotate_secret(session, user.id))
+    await session.close()
+    return WebhookSecretRead(secret=await usecases.rotate_signing_secret(components, user.id))
 
 
 @router.get(

@@ -1,4 +1,9 @@
-"""Linking Telegram chats to accounts with one-time codes shown in the user's profile."""
+"""Linking Telegram chats to accounts with one-time codes shown in the user's profile: issuing
+codes, linking and unlinking chats, and finding the account a chat acts for.
+
+Everything here works in the caller's unit of work and only flushes; the use cases in
+:mod:`mlservice.chats.usecases` own the transactions.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,316 @@
+"""The SQL of the ``jobs`` table: reads for their owners and for the APIs' listings, and the worker's
+path (claim, lease renewal, retry, outcome, sweep, relay).
+
+The hot statements are built once with bind parameters (building them is much of their cost in
+Python). Every write that settles an attempt is guarded by the attempt number, so a worker that
+lost its claim changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mlservice.jobs.attempts import Claimed
+from mlservice.jobs.tables import Job, JobStatus
+from mlservice.types import utcnow
+
+_jobs = cast(Table, Job.__table__)
+# The hot statements, built once (building them is much of their cost in Python). A claim locks
+# the rows it takes in id order, so two claimers never wait on each other in a cycle; a row that
+# changed while it waited (canceled, claimed) is checked again and left alone.
+_CLAIM = (
+    update(_jobs)
+    .where(
+        _jobs.c.id.in_(
+            select(_jobs.c.id)
+            .where(_jobs.c.id.in_(bindparam("ids", expanding=True)), _jobs.c.status == JobStatus.queued)
+            .order_by(_jobs.c.id)
+            .with_for_update()
+            .scalar_subquery()
+        ),
+        _jobs.c.status == JobStatus.queued,
+    )
+    .values(
+        status=JobStatus.running,
+        attempts=_jobs.c.attempts + 1,
+        started_at=bindparam("now"),
+        lease_expires_at=bindparam("lease_until"),
+    )
+    .returning(
+        _jobs.c.id,
+        _jobs.c.attempts,
+        _jobs.c.user_id,
+        _jobs.c.input_file,
+        _jobs.c.input_text,
+        _jobs.c.params,
+        _jobs.c.created_at,
+        _jobs.c.started_at,
+        _jobs.c.cost,
+        _jobs.c.request_id,
+        _jobs.c.webhook_url,
+        _jobs.c.webhook_events,
+    )
+)
+# The outcome, written only while this attempt still owns the job.
+_OWNED = (
+    _jobs.c.id == bindparam("b_job_id"),
+    _jobs.c.status == JobStatus.running,
+    _jobs.c.attempts == bindparam("attempt"),
+)
+_SUCCEED = (
+    update(_jobs)
+    .where(*_OWNED)
+    .values(
+        status=JobStatus.succeeded,
+        output=bindparam("b_output"),
+        artifacts=bindparam("b_artifacts"),
+        processing_ms=bindparam("b_processing_ms"),
+        finished_at=bindparam("now"),
+        lease_expires_at=None,
+    )
+    .returning(_jobs.c.webhook_url, _jobs.c.webhook_events)
+)
+_OUTPUT = update(_jobs).where(_jobs.c.id == bindparam("b_job_id")).values(output=bindparam("b_output"))
+_FAIL = (
+    update(_jobs)
+    .where(*_OWNED)
+    .values(
+        status=JobStatus.failed,
+        error_code=bindparam("b_error_code"),
+        error_message=bindparam("b_error_message"),
+        processing_ms=bindparam("b_processing_ms"),
+        finished_at=bindparam("now"),
+        lease_expires_at=None,
+    )
+    .returning(_jobs.c.webhook_url, _jobs.c.webhook_events)
+)
+
+
+async def claim(
+    session: AsyncSession, job_ids: list[uuid.UUID], now: datetime, lease_until: datetime
+) -> list[Claimed]:
+    """Claim the ids still queued, in one statement whatever the batch size, in id order."""
+    rows = await session.execute(
+        _CLAIM, {"ids": sorted(set(job_ids)), "now": now, "lease_until": lease_until}
+    )
+    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+async def renew_leases(session: AsyncSession, job_ids: list[uuid.UUID], lease_until: datetime) -> int:
+    """Extend the leases of the running jobs among ``job_ids``; how many were renewed."""
+    # Rows locked right now are being settled by this worker (or swept): skip them rather
+    # than wait, so a renewal never joins a lock cycle with a batch's result transaction.
+    lockable = (
+        select(Job.id)
+        .where(Job.id.in_(sorted(job_ids)), Job.status == JobStatus.running)
+        .order_by(Job.id)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        update(Job)
+        .where(Job.id.in_(lockable.scalar_subquery()))
+        .values(lease_expires_at=lease_until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue(
+    session: AsyncSession, job_id: uuid.UUID, attempt: int, *, unpublished: bool = False
+) -> bool:
+    """Send a running attempt back to ``queued``; False when it no longer owned the job.
+    ``unpublished``: its message is gone too (a lost lease), so the relay may publish it again."""
+    values: dict[str, Any] = {"status": JobStatus.queued, "lease_expires_at": None}
+    if unpublished:
+        values["published_at"] = None
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running, Job.attempts == attempt)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def succeed(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    attempt: int,
+    *,
+    output: dict[str, Any],
+    artifacts: dict[str, dict[str, Any]],
+    processing_ms: float | None,
+) -> Row[Any] | None:
+    """Record a success if this attempt owns the job: the job's webhook fields, or None."""
+    guard = {"b_job_id": job_id, "attempt": attempt, "b_processing_ms": processing_ms, "now": utcnow()}
+    result = await session.execute(_SUCCEED, {**guard, "b_output": output, "b_artifacts": artifacts})
+    return result.first()
+
+
+async def fail(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    attempt: int,
+    *,
+    error_code: str,
+    error_message: str | None,
+    processing_ms: float | None,
+) -> Row[Any] | None:
+    """Record a failure if this attempt owns the job: the job's webhook fields, or None."""
+    guard = {"b_job_id": job_id, "attempt": attempt, "b_processing_ms": processing_ms, "now": utcnow()}
+    result = await session.execute(
+        _FAIL, {**guard, "b_error_code": error_code, "b_error_message": error_message}
+    )
+    return result.first()
+
+
+async def rewrite_output(session: AsyncSession, job_id: uuid.UUID, output: dict[str, Any]) -> None:
+    await session.execute(_OUTPUT, {"b_job_id": job_id, "b_output": output})
+
+
+async def expired_leases(session: AsyncSession) -> list[tuple[uuid.UUID, str, int]]:
+    """Running jobs whose lease ran out, in the lock order (user, then id)."""
+    rows = await session.execute(
+        select(Job.id, Job.model_slug, Job.attempts)
+        .where(Job.status == JobStatus.running, Job.lease_expires_at < utcnow())
+        .order_by(Job.user_id, Job.id)
+    )
+    return [(job_id, slug, attempts) for job_id, slug, attempts in rows]
+
+
+async def queued_jobs(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
+    rows = await session.execute(
+        select(Job.id, Job.model_slug).where(Job.status == JobStatus.queued).order_by(Job.created_at)
+    )
+    return [(job_id, slug) for job_id, slug in rows]
+
+
+async def count_queued(session: AsyncSession) -> dict[str, int]:
+    """Queued jobs per model, in one grouped COUNT."""
+    rows = await session.execute(
+        select(Job.model_slug, func.count()).where(Job.status == JobStatus.queued).group_by(Job.model_slug)
+    )
+    return {slug: int(count) for slug, count in rows.tuples()}
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+async def get(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    """The job as the database has it now (not as this session last saw it)."""
+    return await session.get(Job, job_id, populate_existing=True)
+
+
+async def many(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
+    """These jobs as this transaction leaves them."""
+    rows = await session.scalars(
+        select(Job).where(Job.id.in_(job_ids)).execution_options(populate_existing=True)
+    )
+    return {job.id: job for job in rows}
+
+
+async def page_of(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    offset: int,
+    status: JobStatus | None = None,
+    model_slug: str | None = None,
+) -> tuple[list[Job], int]:
+    """A user's jobs newest first, by offset, and how many match in all."""
+    where = [Job.user_id == user_id]
+    if status is not None:
+        where.append(Job.status == status)
+    if model_slug is not None:
+        where.append(Job.model_slug == model_slug)
+    total = await session.scalar(select(func.count()).select_from(Job).where(*where))
+    rows = await session.scalars(
+        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    )
+    return list(rows), total or 0
+
+
+async def keyset_page(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    after: tuple[datetime, uuid.UUID] | None,
+    older: bool,
+    limit: int,
+) -> list[Job]:
+    """Up to ``limit`` of a user's jobs next to the place ``after`` (created_at, id) in their
+    newest-first order: the older ones (newest first), or the newer ones (oldest first)."""
+    where = [Job.user_id == user_id]
+    if older:
+        if after is not None:
+            at, job_id = after
+            where.append(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < job_id)))
+        order = (Job.created_at.desc(), Job.id.desc())
+    else:
+        assert after is not None
+        at, job_id = after
+        where.append(or_(Job.created_at > at, and_(Job.created_at == at, Job.id > job_id)))
+        order = (Job.created_at.asc(), Job.id.asc())
+    return list(await session.scalars(select(Job).where(*where).order_by(*order).limit(limit)))
+
+
+async def runs_per_model(session: AsyncSession, user_id: uuid.UUID) -> dict[str, int]:
+    rows = await session.execute(
+        select(Job.model_slug, func.count()).where(Job.user_id == user_id).group_by(Job.model_slug)
+    )
+    return {slug: count for slug, count in rows.tuples()}
+
+
+# -- writes of the API's path -------------------------------------------------------------------
+
+
+async def cancel_queued(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Mark a queued job canceled; False when it is no longer queued (claimed, finished)."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.canceled, finished_at=utcnow(), lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def mark_published(
+    session: AsyncSession, job_ids: list[uuid.UUID], attempts: int, at: datetime
+) -> None:
+    """Record the broker's confirmation of these jobs' messages (of this attempt, still queued)."""
+    await session.execute(
+        update(Job)
+        .where(
+            Job.id.in_(job_ids),
+            Job.status == JobStatus.queued,
+            Job.attempts == attempts,
+            Job.published_at.is_(None),
+        )
+        .values(published_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def unconfirmed(
+    session: AsyncSession, created_before: datetime, limit: int
+) -> list[tuple[uuid.UUID, str, int]]:
+    """Queued jobs whose message the broker never confirmed, oldest first."""
+    rows = await session.execute(
+        select(Job.id, Job.model_slug, Job.attempts)
+        .where(
+            Job.status == JobStatus.queued,
+            Job.published_at.is_(None),
+            # Requeued jobs have no fresh created_at: the lease they lost is older still.
+            Job.created_at < created_before,
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    return [(job_id, slug, attempts) for job_id, slug, attempts in rows]

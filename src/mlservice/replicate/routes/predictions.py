@@ -1,0 +1,183 @@
+"""``/v1/predictions`` and ``/v1/models/{owner}/{name}/predictions``: run a model, read, list and
+cancel your predictions (every job, whichever API made it)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import JSONResponse
+
+from mlservice.deps import ComponentsDep, SessionDep
+from mlservice.history.recording import MAX_SLUG_LENGTH, RequestRecord
+from mlservice.jobs import service as jobs
+from mlservice.jobs import usecases
+from mlservice.jobs.prediction_view import prediction_of
+from mlservice.replicate import predictions
+from mlservice.replicate.inputs import wait_seconds
+from mlservice.replicate.pages import PAGE_SIZE, page_url
+from mlservice.replicate.problems import RECORD_STATE, ReplicateRoute, problems
+from mlservice.replicate.routes.dependencies import (
+    ApiUser,
+    IdempotencyKey,
+    Limit,
+    PredictionRecord,
+    PreferHeader,
+    base_url,
+    limit_v1_submissions,
+)
+from mlservice.replicate.schemas import (
+    Prediction,
+    PredictionCreate,
+    PredictionPage,
+    VersionedPredictionCreate,
+)
+from mlservice.replicate.versions import slug_of_owner_name, slug_of_version
+from mlservice.users.tables import User
+
+router = APIRouter(tags=["replicate"], route_class=ReplicateRoute, responses=problems(401, 422))
+
+
+async def _create(
+    request: Request,
+    *,
+    user: User,
+    session: SessionDep,
+    components: ComponentsDep,
+    record: RequestRecord,
+    slug: str,
+    body: PredictionCreate,
+    prefer: str | None,
+    idempotency_key: str | None,
+) -> JSONResponse:
+    wait_s = wait_seconds(prefer)
+    base = base_url(request)
+    record.model_slug = slug[:MAX_SLUG_LENGTH]
+    job_id = await predictions.submit_prediction(
+        session,
+        components,
+        user_id=user.id,
+        slug=slug,
+        body=body,
+        record=record,
+        idempotency_key=idempotency_key,
+        base_url=base,
+    )
+    setattr(request.state, RECORD_STATE, None)  # accepted and recorded: what follows is no refusal
+    job = await predictions.prediction_job(components, user.id, job_id, wait_s)
+    prediction = prediction_of(job, components.predictors, base, waited_out=wait_s is not None)
+    headers = {"Location": prediction.urls["get"]}
+    if wait_s is not None:
+        headers["Preference-Applied"] = f"wait={int(wait_s)}"
+    return JSONResponse(prediction.model_dump(mode="json"), status.HTTP_201_CREATED, headers=headers)
+
+
+# 400 a bad Prefer or Idempotency-Key, 402 not enough credits, 404 no such model or version, 409 model
+# disabled, 413/415 a file too large or of the wrong type, 429 rate limited, 503 model not installed here.
+_CREATE_ERRORS = problems(400, 402, 404, 409, 413, 415, 429, 503)
+
+
+@router.post(
+    "/predictions",
+    response_model=Prediction,
+    status_code=status.HTTP_201_CREATED,
+    responses=_CREATE_ERRORS,
+    dependencies=[Depends(limit_v1_submissions)],
+)
+async def create_prediction(
+    request: Request,
+    body: VersionedPredictionCreate,
+    user: ApiUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    record: PredictionRecord,
+    prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Run a model: `version` is a version id, `mlservice/<model>`, `mlservice/<model>:<version>` or a
+    model's slug. Billed exactly as `POST /api/jobs`: the price is held now, charged on success."""
+    record.model_slug = body.version[:MAX_SLUG_LENGTH]
+    slug = slug_of_version(body.version, components.predictors)
+    return await _create(
+        request,
+        user=user,
+        session=session,
+        components=components,
+        record=record,
+        slug=slug,
+        body=body,
+        prefer=prefer,
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.post(
+    "/models/{owner}/{name}/predictions",
+    response_model=Prediction,
+    status_code=status.HTTP_201_CREATED,
+    responses=_CREATE_ERRORS,
+    dependencies=[Depends(limit_v1_submissions)],
+)
+async def create_model_prediction(
+    request: Request,
+    owner: str,
+    name: str,
+    body: PredictionCreate,
+    user: ApiUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    record: PredictionRecord,
+    prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Run the latest version of `mlservice/<name>`."""
+    return await _create(
+        request,
+        user=user,
+        session=session,
+        components=components,
+        record=record,
+        slug=slug_of_owner_name(owner, name),
+        body=body,
+        prefer=prefer,
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.get("/predictions", response_model=PredictionPage, responses=problems(400))
+async def list_predictions(
+    request: Request,
+    user: ApiUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    cursor: str | None = None,
+    limit: Limit = None,
+) -> PredictionPage:
+    """Your predictions (every job, whichever API made it), newest first."""
+    page = await predictions.list_predictions(
+        session, user.id, predictions.Cursor.decode(cursor) if cursor else None, limit or PAGE_SIZE
+    )
+    base = base_url(request)
+    return PredictionPage(
+        previous=page_url(base, "/v1/predictions", page.previous.encode() if page.previous else None, limit),
+        next=page_url(base, "/v1/predictions", page.next.encode() if page.next else None, limit),
+        results=[prediction_of(job, components.predictors, base) for job in page.jobs],
+    )
+
+
+@router.get("/predictions/{prediction_id}", response_model=Prediction, responses=problems(404))
+async def get_prediction(
+    request: Request, prediction_id: str, user: ApiUser, session: SessionDep, components: ComponentsDep
+) -> Prediction:
+    job = await jobs.get_owned_job(session, user.id, predictions.parse_prediction_id(prediction_id))
+    return prediction_of(job, components.predictors, base_url(request))
+
+
+@router.post("/predictions/{prediction_id}/cancel", response_model=Prediction, responses=problems(404, 409))
+async def cancel_prediction(
+    request: Request, prediction_id: str, user: ApiUser, session: SessionDep, components: ComponentsDep
+) -> Prediction:
+    """Cancel a prediction that has not started (its hold is released). A finished one is answered
+    as it is; one that is running cannot be stopped here (409)."""
+    job_id = predictions.parse_prediction_id(prediction_id)
+    await session.close()
+    job = await usecases.cancel_job(components, user.id, job_id, finished_is_an_answer=True)
+    return prediction_of(job, components.predictors, base_url(request))

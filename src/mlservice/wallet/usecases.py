@@ -1,0 +1,90 @@
+"""The wallet's use cases: a top-up, and an administrator's adjustment of a balance.
+
+Each owns its unit of work, the one commit point of the operation: the JSON API, the web pages and
+the Telegram bot only translate their input into a call and the result into their answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlservice.idempotency import service as idempotency
+from mlservice.wallet import service
+from mlservice.wallet.errors import InvalidTopUpAmount, RefillLimitExceeded
+from mlservice.wallet.schemas import EntryRead, RefillResponse, WalletRead
+
+if TYPE_CHECKING:
+    import uuid
+
+    from mlservice.components import Components
+    from mlservice.idempotency.service import Outcome
+    from mlservice.users.tables import User
+    from mlservice.wallet.tables import LedgerEntry, Wallet
+
+# One scope and one fingerprint for every surface: a key a client sent to ``POST
+# /api/wallet/refill`` and then again from a web form (or the bot) is the same top-up.
+TOP_UP_SCOPE = "wallet.refill"
+
+
+async def top_up(
+    components: Components, user_id: uuid.UUID, amount: int, idempotency_key: str | None
+) -> Outcome:
+    """Add ``amount`` credits to the user's wallet (a demo payment: no money moves).
+
+    The outcome's body is ``POST /api/wallet/refill``'s answer (:class:`RefillResponse`). With an
+    ``idempotency_key`` seen before for this user, nothing is paid again and the first answer is
+    replayed (``outcome.replayed``); the same key with another amount is refused
+    (``idempotency_key_reused``), a malformed one too (``invalid_idempotency_key``). Without a key
+    every call pays.
+    """
+    if amount < 1:
+        raise InvalidTopUpAmount("A top-up adds at least 1 credit.")
+    limit = components.settings.max_refill_amount
+    if amount > limit:
+        raise RefillLimitExceeded(f"A single top-up is limited to {limit} credits.")
+    fingerprint = idempotency.request_fingerprint(amount=amount)
+    async with components.db.session(write=True) as session:
+
+        async def operation() -> tuple[int, dict[str, Any]]:
+            entry = await service.top_up(session, user_id, amount)
+            wallet = await service.get_wallet(session, user_id)
+            result = RefillResponse(
+                wallet=WalletRead.model_validate(wallet), entry=EntryRead.model_validate(entry)
+            )
+            return 200, result.model_dump(mode="json")
+
+        # The key's row, the ledger entry and the stored answer commit together: a retry either
+        # finds all three (and replays) or none (and pays).
+        return await idempotency.run_once(
+            session, user_id, TOP_UP_SCOPE, idempotency_key, fingerprint, operation
+        )
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """An administrator's correction as it was committed: the wallet after it, and its entry."""
+
+    wallet: Wallet
+    entry: LedgerEntry
+
+
+async def adjust_balance(
+    components: Components, admin: User, user_id: uuid.UUID, amount: int, note: str
+) -> Adjustment:
+    """Add (positive ``amount``) or take credits from a user's wallet, on an administrator's word.
+
+    The ledger keeps ``note`` and who made the change. Taking more than the user could spend (the
+    balance less the open holds) is refused (``adjustment_exceeds_available``); a user without a
+    wallet is ``wallet_not_found``. The caller has checked that ``admin`` is an administrator.
+    """
+    async with components.db.session(write=True) as session:
+        entry = await service.adjust(session, user_id, amount, f"{note} (by {admin.email})")
+        wallet = await service.get_wallet(session, user_id)
+    return Adjustment(wallet, entry)
+
+
+async def wallet_of(components: Components, user_id: uuid.UUID) -> Wallet:
+    """The user's wallet as it is now (a read)."""
+    async with components.db.session() as session:
+        return await service.get_wallet(session, user_id)
