@@ -28,7 +28,6 @@ from mlservice.predictors.base import Predictor
 from mlservice.replicate.router import router as replicate_router
 from mlservice.security.install import install_proxy_headers, install_security
 from mlservice.settings import Settings
-from mlservice.users.auth import configure_auth
 from mlservice.users.router import router as users_router
 from mlservice.wallet.router import router as wallet_router
 from mlservice.web.install import install_web
@@ -58,7 +57,6 @@ def create_app(
     settings = settings or Settings()
     settings.telegram_webhook_enabled()  # fail fast on a webhook without its token or secret
     settings.jwt_secret_value()  # fail fast on a bad secret, and create it before the first request
-    configure_auth(cookie_secure=settings.cookie_secure, lifetime_seconds=settings.jwt_lifetime_seconds)
     metrics = ServiceMetrics()  # this app's own registry: apps never share series
 
     @asynccontextmanager

@@ -48,6 +48,7 @@ from mlservice.settings import Settings
 from mlservice.storage.base import Storage
 from mlservice.storage.database import DatabaseStorage
 from mlservice.storage.local import LocalStorage
+from mlservice.users.transports import configure_auth
 from mlservice.webhooks import outbox
 from mlservice.webhooks.deliverer import RetryPolicy, WebhookDeliverer
 
@@ -97,6 +98,7 @@ def build_components(
 ) -> Components:
     """Everything a process needs, created but not started: nothing connects yet."""
     metrics = metrics if metrics is not None else ServiceMetrics()
+    configure_auth(cookie_secure=settings.cookie_secure, lifetime_seconds=settings.jwt_lifetime_seconds)
     db = Database(settings.resolved_database_url, echo=settings.database_echo)
     runtime.configure(
         intra_op_num_threads=settings.inference_threads or None, allow_spinning=settings.inference_spinning

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mlservice.security.tokens import AUDIENCE, StrictJWTStrategy
 from mlservice.settings import Settings
-from mlservice.users.auth import COOKIE_NAME
+from mlservice.users.transports import COOKIE_NAME
 from tests.conftest import PASSWORD, Service
 
 

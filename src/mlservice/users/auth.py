@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi_users import FastAPIUsers
-from fastapi_users.authentication import AuthenticationBackend, BearerTransport, CookieTransport
+from fastapi_users.authentication import AuthenticationBackend
 
 from mlservice.apikeys.auth import ApiKeyTransport, get_api_key_strategy
 from mlservice.deps import AuthSessionDep, SettingsDep
@@ -18,8 +18,7 @@ from mlservice.observability.context import note_user
 from mlservice.security.tokens import StrictJWTStrategy
 from mlservice.users.manager import UserDatabase, UserManager
 from mlservice.users.tables import User
-
-COOKIE_NAME = "mlservice_auth"
+from mlservice.users.transports import bearer_transport, cookie_transport
 
 
 async def get_user_db(session: AuthSessionDep, settings: SettingsDep) -> AsyncIterator[UserDatabase]:
@@ -40,12 +39,6 @@ def get_jwt_strategy(request: Request) -> StrictJWTStrategy[User, uuid.UUID]:
     )
 
 
-bearer_transport = BearerTransport(tokenUrl="/api/auth/jwt/login")
-# `secure` follows the setting at startup (see configure_auth): behind TLS it must be on.
-cookie_transport = CookieTransport(
-    cookie_name=COOKIE_NAME, cookie_httponly=True, cookie_samesite="lax", cookie_secure=False
-)
-
 jwt_backend = AuthenticationBackend(name="jwt", transport=bearer_transport, get_strategy=get_jwt_strategy)
 cookie_backend = AuthenticationBackend(
     name="cookie", transport=cookie_transport, get_strategy=get_jwt_strategy
@@ -60,11 +53,6 @@ api_key_backend = AuthenticationBackend(
 fastapi_users = FastAPIUsers[User, uuid.UUID](
     get_user_manager, [jwt_backend, api_key_backend, cookie_backend]
 )
-
-
-def configure_auth(*, cookie_secure: bool, lifetime_seconds: int) -> None:
-    cookie_transport.cookie_secure = cookie_secure
-    cookie_transport.cookie_max_age = lifetime_seconds
 
 
 _library_current_user = fastapi_users.current_user(active=True)

@@ -12,9 +12,10 @@ from mlservice.deps import ComponentsDep, SettingsDep
 from mlservice.security.limits import limit_logins, limit_registrations
 from mlservice.settings import Settings
 from mlservice.users import usecases
-from mlservice.users.auth import COOKIE_NAME, get_jwt_strategy, get_user_manager
+from mlservice.users.auth import get_jwt_strategy, get_user_manager
 from mlservice.users.manager import UserManager, password_problem
 from mlservice.users.schemas import UserCreate
+from mlservice.users.transports import COOKIE_NAME
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import OptionalUser
 from mlservice.web.render import page, redirect, safe_next

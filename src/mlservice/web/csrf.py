@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlservice.errors import Forbidden, error_body
-from mlservice.users.auth import COOKIE_NAME
+from mlservice.users.transports import COOKIE_NAME
 
 CSRF_COOKIE = "mlservice_csrf"
 CSRF_FIELD = "csrf_token"

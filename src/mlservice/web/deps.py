@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 
 from mlservice.deps import SessionDep, get_components
 from mlservice.errors import Forbidden
-from mlservice.users.auth import COOKIE_NAME, fastapi_users, get_jwt_strategy
+from mlservice.users.auth import fastapi_users, get_jwt_strategy
 from mlservice.users.manager import UserDatabase, UserManager
 from mlservice.users.tables import User
+from mlservice.users.transports import COOKIE_NAME
 from mlservice.wallet import service as wallet_service
 from mlservice.wallet.tables import Wallet
 from mlservice.web.render import LoginRequired
