@@ -49,6 +49,10 @@ def after_rollback(session: AsyncSession, callback: Callback) -> None:
     session.info.setdefault("after_rollback", []).append(callback)
 
 
+# The execution option that tells a SQLite connection how to begin its transactions.
+_SQLITE_BEGIN = "mlservice_sqlite_begin"
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _: Any) -> None:
@@ -64,7 +68,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # A write unit takes the file's write lock when it begins (waiting up to the busy
+        # timeout), not at its first write: a deferred transaction that read before another
+        # process committed could not write at all ("database is locked" at once, whatever the
+        # busy timeout). Reads stay deferred and never block a writer (WAL).
+        connection.exec_driver_sql(connection.get_execution_options().get(_SQLITE_BEGIN, "BEGIN"))
 
 
 def _configure_postgresql(engine: AsyncEngine) -> None:
@@ -93,15 +101,18 @@ class Database:
         self.url = url
         self.engine = make_engine(url, echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessionmaker = async_sessionmaker(
+            self.engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
+            if self.is_sqlite
+            else self.engine,
+            expire_on_commit=False,
+        )
         # Reads on PostgreSQL run without BEGIN/COMMIT (two round trips of the four a poll would
         # cost): each statement is its own snapshot. Anything that writes uses write=True.
-        self.read_sessionmaker = (
-            self.sessionmaker
-            if self.is_sqlite
-            else async_sessionmaker(
-                self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-            )
+        # On SQLite reads begin deferred (see _configure_sqlite).
+        self.read_sessionmaker = async_sessionmaker(
+            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
         )
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
 
