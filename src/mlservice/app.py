@@ -17,6 +17,7 @@ from mlservice.bot.webhook import TelegramWebhook
 from mlservice.bot.webhook import router as telegram_webhook_router
 from mlservice.catalog.router import router as catalog_router
 from mlservice.components import Components, build_components, close_components, start_components
+from mlservice.docs import install_docs
 from mlservice.errors import error_responses, install_error_handlers
 from mlservice.faces.router import router as faces_router
 from mlservice.health import metrics_router
@@ -77,7 +78,11 @@ def create_app(
         version=__version__,
         description="Pay-per-prediction ML models: submit jobs, pay per run in credits.",
         lifespan=lifespan,
+        # Served by install_docs, from the app's own assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     install_security(app, settings)
     app.add_middleware(RequestObservability, metrics=metrics)

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     # GET /metrics (Prometheus) on the API; `mlservice worker` serves it on its health port.
     metrics_enabled: bool = True
+    # A scraper's bearer token for /metrics. Unset: /metrics answers only connections from this
+    # machine (loopback), never a client reaching the API through a proxy.
+    metrics_token: SecretStr | None = None
 
     # Rate limits, "N/second|minute|hour|day" or "N/<seconds>s" (e.g. "10/minute"); "off" lifts one.
     # A 429 with Retry-After answers a request over its limit.
@@ -137,6 +140,7 @@ class Settings(BaseSettings):
     @field_validator(
         "jwt_secret",
         "admin_token",
+        "metrics_token",
         "telegram_token",
         "telegram_webhook_secret",
         "storage_dir",

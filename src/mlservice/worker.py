@@ -19,6 +19,8 @@ from mlservice.components import (
     readiness,
     scrape_metrics,
 )
+from mlservice.errors import AppError
+from mlservice.observability.access import check_metrics_access
 from mlservice.observability.metrics import CONTENT_TYPE
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.registry import discover_predictors
@@ -73,8 +75,11 @@ async def serve_health(components: Components, host: str, port: int) -> asyncio.
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)).strip():
-                pass  # headers: nothing in them matters here
+            authorization = None
+            while line := (await asyncio.wait_for(reader.readline(), 5)).strip():
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "authorization":
+                    authorization = value.strip()
             parts = request.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
             content_type, payload = "application/json", b""
@@ -82,8 +87,19 @@ async def serve_health(components: Components, host: str, port: int) -> asyncio.
             if method not in ("GET", "HEAD"):
                 status, body = 405, {"status": "method not allowed"}
             elif path == "/metrics" and components.settings.metrics_enabled:
-                status, body = 200, None
-                content_type, payload = CONTENT_TYPE, await scrape_metrics(components)
+                peer = writer.get_extra_info("peername")
+                token = components.settings.metrics_token
+                try:
+                    check_metrics_access(
+                        authorization,
+                        peer[0] if isinstance(peer, tuple) else None,
+                        token.get_secret_value() if token is not None else None,
+                    )
+                except AppError as exc:
+                    status, body = exc.status_code, {"status": exc.message}
+                else:
+                    status, body = 200, None
+                    content_type, payload = CONTENT_TYPE, await scrape_metrics(components)
             elif path == "/health":
                 status, body = 200, {"status": "ok", "version": __version__}
             elif path == "/ready":

@@ -230,6 +230,13 @@ async def test_two_apis_two_workers_behind_nginx(deployment: LocalDeployment, sm
         assert readiness["models"][MODEL] == "loaded", (readiness, worker.tail())
     for api in deployment.api_procs:
         assert api.running, api.tail()
+
+    # /metrics is for the scraper on this machine, never for clients through nginx.
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{deployment.url}/metrics")).status_code == 404
+        direct = await client.get(f"{deployment.api_urls[0]}/metrics")
+        assert direct.status_code == 200
+        assert "mlservice_http_requests" in direct.text
     logs = "".join(w.output() for w in deployment.worker_procs if w is not None)
     swept = sum(int(n) for n in re.findall(r"swept (\d+) jobs", logs))
     deadlocks = len(re.findall(r"DeadlockDetectedError|hit .*deadlock", logs))

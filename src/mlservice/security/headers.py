@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The web UI serves every asset from this origin; nothing may frame it (clickjacking).
@@ -11,15 +9,6 @@ DEFAULT_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's /docs and /redoc pages load Swagger UI / ReDoc from a CDN with an inline bootstrap script.
-DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
-)
-
 _ALWAYS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -32,23 +21,21 @@ _CACHE_CONTROL = b"cache-control"
 
 
 class SecurityHeadersMiddleware:
-    """Adds the headers a response does not set itself (a route may send a stricter CSP, e.g.
-    the ``sandbox`` of file downloads). API answers are ``no-store`` unless they say otherwise:
-    they carry tokens and account data that no shared cache should keep. HSTS only goes out on
-    requests that came over TLS (``scope["scheme"]``, as the forwarded headers middleware left it),
-    since browsers ignore it over plain HTTP anyway."""
+    """Adds the headers a response does not set itself (a route may send a CSP of its own: the
+    ``sandbox`` of file downloads, the API docs pages' (see :mod:`mlservice.docs`)). API answers
+    are ``no-store`` unless they say otherwise: they carry tokens and account data that no shared
+    cache should keep. HSTS only goes out on requests that came over TLS (``scope["scheme"]``, as
+    the forwarded headers middleware left it), since browsers ignore it over plain HTTP anyway."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         hsts_seconds: int = 0,
-        docs_paths: Iterable[str] = (),
         api_prefix: str = "/api/",
     ) -> None:
         self.app = app
         self.hsts = f"max-age={hsts_seconds}; includeSubDomains".encode() if hsts_seconds else None
-        self.docs_paths = frozenset(docs_paths)
         self.api_prefix = api_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,7 +43,7 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        csp = (DOCS_CSP if path in self.docs_paths else DEFAULT_CSP).encode()
+        csp = DEFAULT_CSP.encode()
         api = path.startswith(self.api_prefix)
         hsts = self.hsts if scope.get("scheme") == "https" else None
 

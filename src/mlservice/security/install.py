@@ -39,8 +39,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
         )
     if "*" not in settings.trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
-    docs = [url for url in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if url]
-    app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=settings.hsts_seconds, docs_paths=docs)
+    app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=settings.hsts_seconds)
 
 
 def install_proxy_headers(app: FastAPI, settings: Settings) -> None:

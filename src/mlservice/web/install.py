@@ -23,7 +23,7 @@ _NOT_PAGES = (
     "/ready",
     "/metrics",
     "/static/",
-    "/docs",
+    "/docs",  # /docs, its assets (/docs-assets) and its OAuth2 redirect
     "/redoc",
     "/openapi.json",
 )
