@@ -5,8 +5,6 @@ from __future__ import annotations
 import html
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,31 +22,12 @@ from mlservice.web.admin import users as admin_users
 from mlservice.web.admin_charts import nice_ticks
 from tests.conftest import PASSWORD, Service
 from tests.fixtures.history import add_job, add_request, add_submitted, user_id
+from tests.fixtures.web import browser, csrf
 
 TOKEN = "admin-token-" + "z" * 32
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
 DASH, TIMES = "\u2013", "\u00d7"  # as the pages write ranges and image sizes
 PAGES = ["/admin", "/admin/users", "/admin/models", "/admin/history", "/admin/stats", "/admin/history/delete"]
-
-
-@asynccontextmanager
-async def browser(service: Service, email: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of its own cookies, signed in through the login form when ``email`` is given."""
-    transport = httpx.ASGITransport(app=service.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        if email is not None:
-            await client.get("/login")
-            r = await client.post(
-                "/login", data={"username": email, "password": PASSWORD, "csrf_token": csrf(client)}
-            )
-            assert r.status_code == 303, r.text
-        yield client
-
-
-def csrf(client: httpx.AsyncClient) -> str:
-    token = client.cookies.get("mlservice_csrf")
-    assert token, "no CSRF cookie yet: GET a page first"
-    return token
 
 
 async def new_admin(service: Service) -> str:
