@@ -44,10 +44,12 @@ from mlservice.queue.base import JobQueue
 from mlservice.queue.memory import InProcessQueue
 from mlservice.queue.rabbitmq import RabbitMQQueue
 from mlservice.security.ratelimit import RateLimiter
+from mlservice.security.tokens import AccessTokens
 from mlservice.settings import Settings
 from mlservice.storage.base import Storage
 from mlservice.storage.database import DatabaseStorage
 from mlservice.storage.local import LocalStorage
+from mlservice.users.principals import Principals
 from mlservice.users.transports import configure_auth
 from mlservice.webhooks import outbox
 from mlservice.webhooks.deliverer import RetryPolicy, WebhookDeliverer
@@ -71,6 +73,13 @@ class Components:
     webhooks: WebhookDeliverer | None = None
     api_key_uses: KeyUses = field(default_factory=KeyUses)
     rate_limiter: RateLimiter | None = None
+    # Access tokens and the accounts they name, from the settings and the database.
+    tokens: AccessTokens = field(init=False)
+    principals: Principals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = AccessTokens(self.settings.jwt_secret_value(), self.settings.jwt_lifetime_seconds)
+        self.principals = Principals(self.db, self.settings.auth_cache_seconds)
 
 
 def api_body(job: Job) -> dict[str, Any]:

@@ -21,29 +21,29 @@ if TYPE_CHECKING:
     from mlservice.settings import Settings
 
 
-def get_components(request: Request) -> Components:
+def components_of(request: Request) -> Components:
+    """The app's components, for code outside the dependency system (error handlers, pages)."""
     components: Components = request.app.state.components
     return components
 
 
-def get_settings(request: Request) -> Settings:
-    return get_components(request).settings
+# Async, so FastAPI calls them on the event loop (a plain `def` dependency goes to a thread).
+async def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
 
 
-# fastapi-users resolves its user database with request-scoped dependencies, so the session it
-# reads the current user with is request-scoped too. It only reads (login may rehash a password).
-async def get_auth_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_components(request).db.session() as session:
+async def get_settings(request: Request) -> Settings:
+    components: Components = request.app.state.components
+    return components.settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's read session: one connection checkout and one transaction (on SQLite; reads
+    on PostgreSQL autocommit) however many dependencies read."""
+    components: Components = request.app.state.components
+    async with components.db.session() as session:
         yield session
-
-
-AuthSessionDep = Annotated[AsyncSession, Depends(get_auth_session)]
-
-
-async def get_session(session: AuthSessionDep) -> AsyncSession:
-    """The request's read session: the one that authenticated the user, so a read request costs one
-    connection checkout and one transaction however many dependencies read."""
-    return session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

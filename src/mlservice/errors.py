@@ -102,18 +102,6 @@ def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": error}
 
 
-# fastapi-users raises HTTPException with its own codes; give them our shape and plain words.
-_LIBRARY_CODES: dict[str, tuple[str, str]] = {
-    "REGISTER_USER_ALREADY_EXISTS": ("email_taken", "An account with this e-mail address already exists."),
-    "LOGIN_BAD_CREDENTIALS": ("bad_credentials", "Wrong e-mail or password, or the account is inactive."),
-    "LOGIN_USER_NOT_VERIFIED": ("user_not_verified", "The account's e-mail address is not verified."),
-    "REGISTER_INVALID_PASSWORD": ("invalid_password", "The password does not meet the policy."),
-    "UPDATE_USER_EMAIL_ALREADY_EXISTS": (
-        "email_taken",
-        "An account with this e-mail address already exists.",
-    ),
-    "UPDATE_USER_INVALID_PASSWORD": ("invalid_password", "The password does not meet the policy."),
-}
 _STATUS_CODES = {
     401: ("not_authenticated", "Authentication required."),
     403: ("forbidden", "You are not allowed to do this."),
@@ -125,12 +113,10 @@ _STATUS_CODES = {
 
 def _http_exception(exc: StarletteHTTPException) -> tuple[str, str]:
     detail = exc.detail
-    if isinstance(detail, dict) and "code" in detail:
-        code, message = _LIBRARY_CODES.get(str(detail["code"]), (str(detail["code"]).lower(), ""))
-        reason = detail.get("reason")
-        return code, str(reason) if reason else message or str(detail["code"])
-    if isinstance(detail, str) and detail in _LIBRARY_CODES:
-        return _LIBRARY_CODES[detail]
+    if isinstance(detail, dict) and "code" in detail:  # ours, e.g. PayloadTooLarge
+        return str(detail["code"]).lower(), str(
+            detail.get("message") or detail.get("reason") or detail["code"]
+        )
     if exc.status_code in _STATUS_CODES:
         code, message = _STATUS_CODES[exc.status_code]
         if isinstance(detail, str) and detail and detail.lower() not in {"not found", "unauthorized"}:

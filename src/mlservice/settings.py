@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Every token expires (tokens without `exp` are refused): a lifetime is required.
     jwt_lifetime_seconds: int = Field(default=3600 * 24, gt=0)
     cookie_secure: bool = False
+    # How long a process trusts what it read of an account (active, admin), a browser session and an
+    # API key before reading it again. Changes made through this process apply at once; through
+    # another, within this many seconds (a submit checks the account is active in its own statement).
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
     # A second factor for destructive admin operations (deleting request history), sent in the
     # X-Admin-Token header by an admin. Unset: those operations are refused.
     admin_token: SecretStr | None = None

@@ -78,3 +78,49 @@ async def test_admin_routes_refuse_users(service: Service) -> None:
     r = await service.client.patch("/api/admin/models/test-echo", json={"price": 1}, headers=headers)
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "admin_required"
+
+
+async def test_hashes_of_earlier_releases_verify_and_are_upgraded(service: Service) -> None:
+    """Accounts made before (bcrypt hashes among them) still log in; the hash becomes Argon2id."""
+    import bcrypt
+    from sqlalchemy import select, update
+
+    from mlservice.users.tables import User
+
+    await service.user("old-timer@example.com")
+    legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    async with service.db.session(write=True) as session:
+        await session.execute(
+            update(User).where(User.email == "old-timer@example.com").values(hashed_password=legacy)
+        )
+    await service.login("old-timer@example.com")
+    async with service.db.session() as session:
+        stored = await session.scalar(
+            select(User.hashed_password).where(User.email == "old-timer@example.com")
+        )
+    assert stored is not None
+    assert stored.startswith("$argon2id$")
+    r = await service.client.post(
+        "/api/auth/jwt/login", data={"username": "old-timer@example.com", "password": "wrong-but-long-1"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "bad_credentials"
+
+
+async def test_a_deactivated_account_is_refused_at_once_by_a_write(service: Service) -> None:
+    """Reads may trust what the process read of the account for a few seconds; writes never do."""
+    from sqlalchemy import update
+
+    from mlservice.users.tables import User
+
+    headers = await service.user("soon-gone@example.com")
+    assert (await service.client.get("/api/users/me", headers=headers)).status_code == 200
+    # Deactivated by another process: this one's cache is not told.
+    async with service.db.session(write=True) as session:
+        await session.execute(
+            update(User).where(User.email == "soon-gone@example.com").values(is_active=False)
+        )
+    r = await service.client.post("/api/wallet/refill", json={"amount": 5}, headers=headers)
+    assert r.status_code == 401
+    r = await service.client.post("/api/jobs", data={"model": "test-echo", "text": "hi"}, headers=headers)
+    assert r.status_code == 401

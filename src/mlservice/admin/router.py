@@ -19,7 +19,7 @@ from mlservice.history import service as history
 from mlservice.history import statistics
 from mlservice.history.schemas import HistoryDeleted, HistoryPage, Statistics
 from mlservice.users.auth import AdminUser
-from mlservice.users.tables import User
+from mlservice.users.principals import Principal
 from mlservice.wallet import usecases as wallet
 from mlservice.wallet.schemas import EntryRead, WalletRead
 
@@ -32,13 +32,13 @@ async def require_admin_token(
     admin: AdminUser,
     settings: SettingsDep,
     token: Annotated[str | None, Header(alias="X-Admin-Token")] = None,
-) -> User:
+) -> Principal:
     """An administrator who also holds the server's admin token (destructive operations)."""
     service.check_admin_token(settings.admin_token, token)
     return admin
 
 
-AdminWithToken = Annotated[User, Depends(require_admin_token)]
+AdminWithToken = Annotated[Principal, Depends(require_admin_token)]
 
 
 def _account(account: service.Account) -> AccountRead:

@@ -83,7 +83,7 @@ async def get_account(session: AsyncSession, user_id: uuid.UUID) -> Account:
 
 async def update_account(
     session: AsyncSession,
-    actor: User,
+    actor_id: uuid.UUID,
     user_id: uuid.UUID,
     *,
     is_superuser: bool | None,
@@ -93,7 +93,7 @@ async def update_account(
     user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
     if user is None:
         raise UserNotFound("There is no user with this id.")
-    if user.id == actor.id:
+    if user.id == actor_id:
         if is_superuser is False:
             raise CannotDemoteSelf("You cannot remove your own admin role; ask another administrator.")
         if is_active is False:

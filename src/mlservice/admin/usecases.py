@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 
     from mlservice.admin.service import Account
     from mlservice.components import Components
-    from mlservice.users.tables import User
+    from mlservice.users.principals import Principal
 
 
 async def update_account(
     components: Components,
-    admin: User,
+    admin: Principal,
     user_id: uuid.UUID,
     *,
     is_superuser: bool | None,
@@ -34,9 +34,11 @@ async def update_account(
     administrator always remains; an unknown id is ``user_not_found``.
     """
     async with components.db.session(write=True) as session:
-        return await service.update_account(
-            session, admin, user_id, is_superuser=is_superuser, is_active=is_active
+        account = await service.update_account(
+            session, admin.id, user_id, is_superuser=is_superuser, is_active=is_active
         )
+    components.principals.forget_user(user_id)  # in this process at once (others: within seconds)
+    return account
 
 
 async def delete_history(components: Components, *, before: datetime | None) -> int:

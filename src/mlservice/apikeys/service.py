@@ -125,20 +125,6 @@ async def revoke_key(session: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUI
         raise ApiKeyNotFound("API key not found.")
 
 
-async def authenticate(session: AsyncSession, token: str) -> tuple[ApiKey, User] | None:
-    """The live key ``token`` is and its owner (active or not), or None."""
-    if not is_well_formed(token):
-        return None
-    found = (
-        await session.execute(
-            select(ApiKey, User)
-            .join(User, User.id == ApiKey.user_id)
-            .where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None))
-        )
-    ).one_or_none()
-    return None if found is None else (found[0], found[1])
-
-
 def use_is_due(last_used_at: datetime | None, now: datetime) -> bool:
     return last_used_at is None or now - last_used_at >= USE_RECORD_INTERVAL
 

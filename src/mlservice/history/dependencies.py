@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
-from mlservice.deps import get_components
+from mlservice.deps import components_of
 from mlservice.history.recording import MAX_SLUG_LENGTH, RequestRecord
 from mlservice.history.usecases import record_refusal
 from mlservice.observability.context import current_request_id, valid_request_id
@@ -45,7 +45,7 @@ async def prediction_request(request: Request, user: CurrentUser) -> AsyncIterat
     except Exception as exc:
         if record.model_slug is None:
             await _describe_from_form(record, request)
-        await record_refusal(get_components(request).db, record, exc)
+        await record_refusal(components_of(request).db, record, exc)
         raise
 
 

@@ -1,59 +1,63 @@
-"""Access tokens: HS256 JWTs that must carry an expiry, a subject and our audience."""
+"""Access tokens: HS256 JWTs that must carry an expiry, a subject and our audience.
+
+* One algorithm, HS256: ``alg: none`` and any other algorithm (HS512 with the same secret
+  included) are refused, and nothing configures another.
+* ``exp``, ``sub`` and ``aud`` are required, the audience being ours.
+* A cookie session's token names its session (``sid``), which the server can end (see
+  :mod:`mlservice.users.sessions`); a bearer token lives until it expires.
+* A secret of at least 32 characters and a positive lifetime, checked when built.
+"""
 
 from __future__ import annotations
 
-from typing import Generic
+import time
+import uuid
+from dataclasses import dataclass
 
 import jwt
-from fastapi_users import exceptions, models
-from fastapi_users.authentication import JWTStrategy
-from fastapi_users.manager import BaseUserManager
+import jwt.types
 
 ALGORITHM = "HS256"
 MIN_SECRET_LENGTH = 32
+# The audience tokens have carried since the first release: tokens issued before keep working.
 AUDIENCE = ["fastapi-users:auth"]
+_REQUIRED: jwt.types.Options = {"require": ["exp", "sub", "aud"], "verify_exp": True, "verify_aud": True}
 
 
-class StrictJWTStrategy(JWTStrategy[models.UP, models.ID], Generic[models.UP, models.ID]):
-    """fastapi-users' JWT strategy, stricter where it is lenient.
+@dataclass(frozen=True, slots=True)
+class Claims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID | None
 
-    * One algorithm, HS256: ``alg: none`` and any other algorithm (HS512 with the same secret
-      included) are refused, and nothing configures another.
-    * ``exp`` is required: the library accepts a token without one as valid forever.
-    * ``sub`` and ``aud`` are required too, the audience being ours.
-    * A secret of at least 32 characters and a positive lifetime, checked when built.
-    """
+
+class AccessTokens:
+    """Issues and verifies access tokens with one secret and one lifetime."""
 
     def __init__(self, secret: str, lifetime_seconds: int) -> None:
         if len(secret) < MIN_SECRET_LENGTH:
             raise ValueError(f"the JWT secret must be at least {MIN_SECRET_LENGTH} characters")
         if lifetime_seconds <= 0:
             raise ValueError("access tokens need a positive lifetime")
-        super().__init__(
-            secret=secret, lifetime_seconds=lifetime_seconds, token_audience=AUDIENCE, algorithm=ALGORITHM
-        )
+        self._secret = secret
+        self.lifetime_seconds = lifetime_seconds
 
-    def decode(self, token: str) -> dict[str, object]:
-        """The verified claims; raises ``jwt.PyJWTError`` for any token we do not accept."""
-        claims: dict[str, object] = jwt.decode(
-            token,
-            self.secret if isinstance(self.secret, str) else self.secret.get_secret_value(),
-            algorithms=[ALGORITHM],
-            audience=self.token_audience,
-            options={"require": ["exp", "sub", "aud"], "verify_exp": True, "verify_aud": True},
-        )
-        return claims
+    def issue(self, user_id: uuid.UUID, *, session_id: uuid.UUID | None = None) -> str:
+        claims: dict[str, object] = {
+            "sub": str(user_id),
+            "aud": AUDIENCE,
+            "exp": int(time.time()) + self.lifetime_seconds,
+        }
+        if session_id is not None:
+            claims["sid"] = str(session_id)
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
-    async def read_token(
-        self, token: str | None, user_manager: BaseUserManager[models.UP, models.ID]
-    ) -> models.UP | None:
-        if token is None:
-            return None
+    def verify(self, token: str) -> Claims | None:
+        """The token's claims, or None for any token we do not accept."""
         try:
-            subject = self.decode(token)["sub"]
-        except jwt.PyJWTError:
-            return None
-        try:
-            return await user_manager.get(user_manager.parse_id(subject))
-        except (exceptions.UserNotExists, exceptions.InvalidID):
+            claims = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], audience=AUDIENCE, options=_REQUIRED
+            )
+            sid = claims.get("sid")
+            return Claims(uuid.UUID(str(claims["sub"])), uuid.UUID(sid) if isinstance(sid, str) else None)
+        except (jwt.PyJWTError, ValueError, TypeError):
             return None

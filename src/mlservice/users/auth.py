@@ -1,75 +1,158 @@
-"""Authentication: JWT as a bearer token for API clients and in a cookie for the web UI, and
-API keys (``mls_…``) as bearer tokens for programs."""
+"""Authentication: who sent a request, from an ``Authorization`` header (a JWT, or an API key
+``mls_…``) or the web UI's session cookie.
+
+One dependency, no database read on a warm path: the token is verified in-process and the account
+comes from :class:`~mlservice.users.principals.Principals` (read at most every few seconds). An
+explicit ``Authorization`` header goes before an ambient cookie; a header that is not ours falls
+back to the cookie, as a browser with both would expect.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
-from fastapi_users import FastAPIUsers
-from fastapi_users.authentication import AuthenticationBackend
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
+from fastapi.security.base import SecurityBase
 
-from mlservice.apikeys.auth import ApiKeyTransport, get_api_key_strategy
-from mlservice.deps import AuthSessionDep, SettingsDep
-from mlservice.errors import Forbidden
+from mlservice.apikeys.service import KEY_PREFIX, use_is_due
+from mlservice.errors import AppError, Forbidden
 from mlservice.observability.context import note_user
-from mlservice.security.tokens import StrictJWTStrategy
-from mlservice.users.manager import UserDatabase, UserManager
-from mlservice.users.tables import User
-from mlservice.users.transports import bearer_transport, cookie_transport
+from mlservice.types import utcnow
+from mlservice.users.principals import Principal
+from mlservice.users.transports import COOKIE_NAME
+
+if TYPE_CHECKING:
+    import uuid
+
+    from mlservice.components import Components
+
+# Clients of other prediction APIs send their keys as `Token <key>`; both words are accepted.
+_KEY_SCHEMES = frozenset({"bearer", "token"})
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def get_user_db(session: AuthSessionDep, settings: SettingsDep) -> AsyncIterator[UserDatabase]:
-    yield UserDatabase(session, settings.signup_bonus)
+class NotAuthenticated(AppError):
+    status_code = 401
+    code = "not_authenticated"
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012 (read only)
 
 
-async def get_user_manager(
-    user_db: Annotated[UserDatabase, Depends(get_user_db)], settings: SettingsDep
-) -> AsyncIterator[UserManager]:
-    yield UserManager(user_db, settings)
+class ApiKeyScheme(SecurityBase):
+    """Documents API keys in OpenAPI (``Authorization: Bearer mls_…``); reading them is ours."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            bearerFormat="mls_…",
+            description="An API key made with `POST /api/keys` (or `mlservice login`).",
+        )
+        self.scheme_name = "APIKey"
+
+    async def __call__(self, request: Request) -> None:
+        return None
 
 
-def get_jwt_strategy(request: Request) -> StrictJWTStrategy[User, uuid.UUID]:
-    settings = request.app.state.components.settings
-    # HS256 only, `exp` required: see StrictJWTStrategy.
-    return StrictJWTStrategy(
-        secret=settings.jwt_secret_value(), lifetime_seconds=settings.jwt_lifetime_seconds
-    )
+# The schemes as OpenAPI shows them; their dependencies read nothing (see authenticate).
+_bearer_doc = OAuth2PasswordBearer(tokenUrl="/api/auth/jwt/login", auto_error=False)
+_key_doc = ApiKeyScheme()
+_cookie_doc = APIKeyCookie(name=COOKIE_NAME, auto_error=False)
 
 
-jwt_backend = AuthenticationBackend(name="jwt", transport=bearer_transport, get_strategy=get_jwt_strategy)
-cookie_backend = AuthenticationBackend(
-    name="cookie", transport=cookie_transport, get_strategy=get_jwt_strategy
-)
+async def _token_user(components: Components, scheme: str, credentials: str) -> uuid.UUID | None:
+    """The account an ``Authorization`` header names, or None (then the cookie may still)."""
+    if scheme in _KEY_SCHEMES and credentials.startswith(KEY_PREFIX):
+        holder = await components.principals.key_holder(credentials)
+        if holder is None:
+            return None
+        if use_is_due(holder.last_used_at, now := utcnow()):
+            # At most once a minute per key; written before the handler runs, so it counts for a
+            # request that fails afterwards too.
+            await components.api_key_uses.record(components.db, holder.key_id)
+            components.principals.key_used(credentials, now)
+        return holder.user_id
+    if scheme != "bearer":
+        return None
+    claims = components.tokens.verify(credentials)
+    if claims is None:
+        return None
+    # A browser session's token, sent as a bearer token: only while the session lives.
+    if claims.session_id is not None and (
+        await components.principals.session_user(claims.session_id) != claims.user_id
+    ):
+        return None
+    return claims.user_id
 
-# Tried after the JWT: the JWT strategy refuses an `mls_` key quietly (it is no JWT), and an
-# explicit Authorization header goes before an ambient cookie. No login routes: keys come from /api/keys.
-api_key_backend = AuthenticationBackend(
-    name="api-key", transport=ApiKeyTransport(), get_strategy=get_api_key_strategy
-)
 
-fastapi_users = FastAPIUsers[User, uuid.UUID](
-    get_user_manager, [jwt_backend, api_key_backend, cookie_backend]
-)
-
-
-_library_current_user = fastapi_users.current_user(active=True)
+async def _cookie_user(components: Components, request: Request) -> uuid.UUID | None:
+    token = request.cookies.get(COOKIE_NAME)
+    claims = components.tokens.verify(token) if token else None
+    if claims is None or claims.session_id is None:
+        return None
+    if await components.principals.session_user(claims.session_id) != claims.user_id:
+        return None
+    return claims.user_id
 
 
-async def current_active_user(user: Annotated[User, Depends(_library_current_user)]) -> User:
-    # The session that read the user stays open for the request's own reads (one connection,
-    # one transaction); a write session closes it before waiting for the writer (see deps).
-    note_user(user.id)  # the request's log event names its user
-    return user
+async def authenticate(request: Request, *, cookie: bool = True) -> Principal | None:
+    """The active account that sent ``request``, or None.
+
+    A request that may write (any method but GET, HEAD, OPTIONS) reads the account afresh, so a
+    deactivation or a lost admin role applies to it at once in every process.
+    """
+    components: Components = request.app.state.components
+    user_id = None
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, credentials = header.strip().partition(" ")
+        user_id = await _token_user(components, scheme.lower(), credentials.strip())
+    if user_id is None and cookie:
+        user_id = await _cookie_user(components, request)
+    if user_id is None:
+        return None
+    principal = await components.principals.user(user_id, fresh=request.method not in _SAFE_METHODS)
+    if principal is None or not principal.is_active:
+        return None
+    note_user(principal.id)  # the request's log event names its user
+    return principal
 
 
-async def require_admin(user: Annotated[User, Depends(current_active_user)]) -> User:
+async def current_active_user(
+    request: Request,
+    _bearer: Annotated[str | None, Depends(_bearer_doc)],
+    _key: Annotated[None, Depends(_key_doc)],
+    _cookie: Annotated[str | None, Depends(_cookie_doc)],
+) -> Principal:
+    principal = await authenticate(request)
+    if principal is None:
+        raise NotAuthenticated("Authentication required.")
+    return principal
+
+
+async def token_user(
+    request: Request,
+    _bearer: Annotated[str | None, Depends(_bearer_doc)],
+    _key: Annotated[None, Depends(_key_doc)],
+) -> Principal:
+    """A user by ``Authorization`` header only (``/v1``: no CSRF check, and its clients send tokens)."""
+    principal = await authenticate(request, cookie=False)
+    if principal is None:
+        raise NotAuthenticated("Authentication required.")
+    return principal
+
+
+async def optional_user(request: Request) -> Principal | None:
+    """The signed-in user of a page, or None (then pages that need one redirect to the login)."""
+    return await authenticate(request)
+
+
+async def require_admin(user: Annotated[Principal, Depends(current_active_user)]) -> Principal:
     if not user.is_superuser:
         raise Forbidden("Administrators only.", code="admin_required")
     return user
 
 
-CurrentUser = Annotated[User, Depends(current_active_user)]
-AdminUser = Annotated[User, Depends(require_admin)]
+CurrentUser = Annotated[Principal, Depends(current_active_user)]
+AdminUser = Annotated[Principal, Depends(require_admin)]
+TokenUser = Annotated[Principal, Depends(token_user)]
+OptionalUser = Annotated[Principal | None, Depends(optional_user)]

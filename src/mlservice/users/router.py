@@ -1,41 +1,71 @@
+"""Registration, logging in and out (a bearer token for programs, a session cookie for the web UI),
+and the signed-in user."""
+
 from __future__ import annotations
 
-import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
-from fastapi.routing import APIRoute
-from fastapi_users.authentication import AuthenticationBackend
+from fastapi import APIRouter, Depends, Form, Request, Response, status
 
 from mlservice.deps import ComponentsDep
 from mlservice.errors import error_responses
 from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_logins, limit_registrations
 from mlservice.users import usecases
-from mlservice.users.auth import CurrentUser, cookie_backend, fastapi_users, jwt_backend
-from mlservice.users.schemas import UserCreate, UserRead
-from mlservice.users.tables import User
-
-
-def _auth_router(backend: AuthenticationBackend[User, uuid.UUID]) -> APIRouter:
-    auth_router = fastapi_users.get_auth_router(backend)
-    for route in auth_router.routes:
-        if isinstance(route, APIRoute):
-            # The library declares its own error body; our handlers answer with ours.
-            route.responses.update(error_responses(*(int(c) for c in route.responses if 400 <= int(c) < 500)))
-            if route.path.endswith("/logout"):
-                # Bearer tokens cannot be revoked: the library answers 204 without declaring it.
-                route.responses.setdefault(204, {"description": "Logged out"})
-    return auth_router
-
+from mlservice.users.auth import CurrentUser
+from mlservice.users.schemas import AccessToken, UserCreate, UserRead
+from mlservice.users.transports import COOKIE_NAME, clear_session_cookie, set_session_cookie
 
 router = APIRouter()
-for _backend in (jwt_backend, cookie_backend):
-    router.include_router(
-        _auth_router(_backend),
-        prefix=f"/auth/{_backend.name}",
-        tags=["auth"],
-        dependencies=[Depends(limit_logins)],
-        responses=RATE_LIMITED_RESPONSE,
-    )
+
+# OAuth2's password form (the fields Swagger UI's "Authorize" sends); the username is the e-mail.
+Username = Annotated[str, Form(description="Your e-mail address")]
+Password = Annotated[str, Form()]
+_LOGIN = {
+    "tags": ["auth"],
+    "dependencies": [Depends(limit_logins)],
+    "responses": {**error_responses(400, 422), **RATE_LIMITED_RESPONSE},
+}
+
+
+@router.post("/auth/jwt/login", response_model=AccessToken, **_LOGIN)  # type: ignore[arg-type]
+async def jwt_login(components: ComponentsDep, username: Username, password: Password) -> AccessToken:
+    """A bearer token for the account (valid for ``MLSERVICE_JWT_LIFETIME_SECONDS``)."""
+    return AccessToken(access_token=await usecases.log_in(components, username, password, browser=False))
+
+
+@router.post(
+    "/auth/jwt/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["auth"],
+    responses=error_responses(401),
+)
+async def jwt_logout(user: CurrentUser) -> Response:
+    """Nothing to end on the server: a bearer token lives until it expires (forget it client-side;
+    use an API key, which can be revoked, for long-lived access)."""
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/auth/cookie/login", status_code=status.HTTP_204_NO_CONTENT, **_LOGIN)  # type: ignore[arg-type]
+async def cookie_login(components: ComponentsDep, username: Username, password: Password) -> Response:
+    """Start a browser session: the token goes in an HttpOnly cookie."""
+    token = await usecases.log_in(components, username, password, browser=True)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    set_session_cookie(response, token)
+    return response
+
+
+@router.post(
+    "/auth/cookie/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["auth"],
+    responses=error_responses(401),
+)
+async def cookie_logout(request: Request, user: CurrentUser, components: ComponentsDep) -> Response:
+    """End the browser session on the server (the cookie stops working, copies of it too)."""
+    await usecases.log_out(components, request.cookies.get(COOKIE_NAME))
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    clear_session_cookie(response)
+    return response
 
 
 @router.post(

@@ -3,14 +3,21 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi_users import schemas
-from pydantic import BaseModel, ConfigDict, EmailStr, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+_IGNORED = "Accepted for compatibility and ignored: roles and flags are never taken from the client."
 
 
-class UserCreate(schemas.BaseUserCreate):
-    """What a person sends to register; roles and flags are never taken from the client."""
+class UserCreate(BaseModel):
+    """What a person sends to register."""
 
     model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: str = Field(description="8 to 128 characters, letters and digits")
+    is_active: bool | None = Field(default=None, description=_IGNORED)
+    is_superuser: bool | None = Field(default=None, description=_IGNORED)
+    is_verified: bool | None = Field(default=None, description=_IGNORED)
 
     @field_validator("email")
     @classmethod
@@ -26,3 +33,8 @@ class UserRead(BaseModel):
     role: str
     is_active: bool
     created_at: datetime
+
+
+class AccessToken(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, no secret)

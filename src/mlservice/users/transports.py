@@ -1,20 +1,43 @@
-"""Where a request carries its token: the ``Authorization`` header (API clients) or the session
-cookie (the web UI), and the cookie's settings, configured by the composition root."""
+"""The web UI's session cookie: its name and its settings (configured by the composition root)."""
 
 from __future__ import annotations
 
-from fastapi_users.authentication import BearerTransport, CookieTransport
+from dataclasses import dataclass
+
+from starlette.responses import Response
 
 COOKIE_NAME = "mlservice_auth"
 
-bearer_transport = BearerTransport(tokenUrl="/api/auth/jwt/login")
-# `secure` follows the setting at startup (see configure_auth): behind TLS it must be on.
-cookie_transport = CookieTransport(
-    cookie_name=COOKIE_NAME, cookie_httponly=True, cookie_samesite="lax", cookie_secure=False
-)
+
+@dataclass
+class CookieSettings:
+    # `secure` follows the setting at startup (see configure_auth): behind TLS it must be on.
+    secure: bool = False
+    max_age: int = 24 * 3600
+
+
+cookie_settings = CookieSettings()
 
 
 def configure_auth(*, cookie_secure: bool, lifetime_seconds: int) -> None:
     """The session cookie's ``Secure`` flag and lifetime, from the settings (one per process)."""
-    cookie_transport.cookie_secure = cookie_secure
-    cookie_transport.cookie_max_age = lifetime_seconds
+    cookie_settings.secure = cookie_secure
+    cookie_settings.max_age = lifetime_seconds
+
+
+def set_session_cookie(response: Response, token: str) -> None:
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=cookie_settings.max_age,
+        httponly=True,
+        samesite="lax",
+        secure=cookie_settings.secure,
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(
+        COOKIE_NAME, httponly=True, samesite="lax", secure=cookie_settings.secure, path="/"
+    )

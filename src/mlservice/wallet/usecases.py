@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from mlservice.components import Components
     from mlservice.idempotency.service import Outcome
-    from mlservice.users.tables import User
+    from mlservice.users.principals import Principal
     from mlservice.wallet.tables import LedgerEntry, Wallet
 
 # One scope and one fingerprint for every surface: a key a client sent to ``POST
@@ -70,7 +70,7 @@ class Adjustment:
 
 
 async def adjust_balance(
-    components: Components, admin: User, user_id: uuid.UUID, amount: int, note: str
+    components: Components, admin: Principal, user_id: uuid.UUID, amount: int, note: str
 ) -> Adjustment:
     """Add (positive ``amount``) or take credits from a user's wallet, on an administrator's word.
 

@@ -6,33 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.security import OAuth2PasswordRequestForm
 
-from mlservice.deps import ComponentsDep, SettingsDep
+from mlservice.deps import ComponentsDep
 from mlservice.security.limits import limit_logins, limit_registrations
-from mlservice.settings import Settings
 from mlservice.users import usecases
-from mlservice.users.auth import get_jwt_strategy, get_user_manager
-from mlservice.users.manager import UserManager, password_problem
+from mlservice.users.passwords import password_problem
 from mlservice.users.schemas import UserCreate
-from mlservice.users.transports import COOKIE_NAME
+from mlservice.users.transports import COOKIE_NAME, clear_session_cookie, set_session_cookie
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import OptionalUser
 from mlservice.web.render import page, redirect, safe_next
 
 router = APIRouter(include_in_schema=False)
-
-
-def _set_session_cookie(response: Response, token: str, settings: Settings) -> None:
-    response.set_cookie(
-        COOKIE_NAME,
-        token,
-        max_age=settings.jwt_lifetime_seconds,
-        httponly=True,
-        samesite="lax",
-        secure=settings.cookie_secure,
-        path="/",
-    )
 
 
 CsrfField = Annotated[str | None, Form(alias="csrf_token")]
@@ -48,8 +33,7 @@ async def login_page(request: Request, user: OptionalUser, next: str | None = No
 @router.post("/login", response_class=HTMLResponse, dependencies=[Depends(limit_logins)])
 async def login(
     request: Request,
-    settings: SettingsDep,
-    manager: Annotated[UserManager, Depends(get_user_manager)],
+    components: ComponentsDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/",
@@ -57,9 +41,9 @@ async def login(
 ) -> Response:
     check_csrf(request, csrf)
     email = username.strip().lower()
-    credentials = OAuth2PasswordRequestForm(username=email, password=password)
-    user = await manager.authenticate(credentials)
-    if user is None or not user.is_active:
+    try:
+        token = await usecases.log_in(components, email, password, browser=True)
+    except usecases.BadCredentials:
         return page(
             request,
             "login.html",
@@ -70,9 +54,8 @@ async def login(
             error="Wrong e-mail or password, or the account is inactive.",
             status_code=400,
         )
-    token = await get_jwt_strategy(request).write_token(user)
     response = redirect(safe_next(next))
-    _set_session_cookie(response, token, settings)
+    set_session_cookie(response, token)
     return response
 
 
@@ -116,17 +99,19 @@ async def register(
         return again("An account with this e-mail address already exists. Log in instead?")
     except usecases.InvalidPassword as exc:
         return again(exc.message)
-    token = await get_jwt_strategy(request).write_token(user)
+    token = await usecases.start_browser_session(components, user.id)
     response = redirect(
         "/", notice=f"Welcome! Your account starts with {settings.signup_bonus} free credits."
     )
-    _set_session_cookie(response, token, settings)
+    set_session_cookie(response, token)
     return response
 
 
 @router.post("/logout")
-async def logout(request: Request, csrf: CsrfField = None) -> Response:
+async def logout(request: Request, components: ComponentsDep, csrf: CsrfField = None) -> Response:
+    """End the session on the server, then forget the cookie."""
     check_csrf(request, csrf)
+    await usecases.log_out(components, request.cookies.get(COOKIE_NAME))
     response = redirect("/login", notice="You are logged out.")
-    response.delete_cookie(COOKIE_NAME, path="/")
+    clear_session_cookie(response)
     return response

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from mlservice import __version__
-from mlservice.users.tables import User
+from mlservice.users.principals import Principal
 from mlservice.wallet.tables import Wallet
 from mlservice.web.csrf import csrf_token, set_csrf_cookie
 
@@ -80,7 +80,7 @@ def page(
     request: Request,
     template: str,
     *,
-    user: User | None,
+    user: Principal | None,
     wallet: Wallet | None = None,
     nav: str = "",
     status_code: int = 200,

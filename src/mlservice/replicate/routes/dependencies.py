@@ -3,37 +3,20 @@ rate limit, a prediction request's history record, Replicate's headers and the p
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
-from fastapi_users.authentication import AuthenticationBackend, CookieTransport
 
 from mlservice.history.dependencies import request_id_of
 from mlservice.history.recording import MAX_SLUG_LENGTH, RequestRecord
-from mlservice.observability.context import note_user
 from mlservice.replicate.pages import PAGE_SIZE
 from mlservice.replicate.problems import RECORD_STATE
 from mlservice.security.limits import limit_submissions
-from mlservice.users.auth import fastapi_users
-from mlservice.users.tables import User
-
-
-def _token_backends() -> list[AuthenticationBackend[User, uuid.UUID]]:
-    return [b for b in fastapi_users.authenticator.backends if not isinstance(b.transport, CookieTransport)]
-
+from mlservice.users.auth import TokenUser
 
 # Every way /api authenticates (a JWT or an API key in the Authorization header) but the web UI's
 # cookie: /v1 has no CSRF check, and Replicate's clients only ever send a token.
-_token_user = fastapi_users.current_user(active=True, get_enabled_backends=_token_backends)
-
-
-async def bearer_user(user: Annotated[User, Depends(_token_user)]) -> User:
-    note_user(user.id)  # the request's log event names its user
-    return user
-
-
-ApiUser = Annotated[User, Depends(bearer_user)]
+ApiUser = TokenUser
 
 
 async def limit_v1_submissions(request: Request, user: ApiUser) -> None:

@@ -31,7 +31,7 @@ from mlservice.replicate.schemas import (
     VersionedPredictionCreate,
 )
 from mlservice.replicate.versions import slug_of_owner_name, slug_of_version
-from mlservice.users.tables import User
+from mlservice.users.principals import Principal
 
 router = APIRouter(tags=["replicate"], route_class=ReplicateRoute, responses=problems(401, 422))
 
@@ -39,7 +39,7 @@ router = APIRouter(tags=["replicate"], route_class=ReplicateRoute, responses=pro
 async def _create(
     request: Request,
     *,
-    user: User,
+    user: Principal,
     session: SessionDep,
     components: ComponentsDep,
     record: RequestRecord,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from mlservice.users.tables import User
+from mlservice.users.principals import Principal
 from mlservice.wallet.tables import Wallet
 from mlservice.web import admin_charts as charts
 from mlservice.web.render import page
@@ -49,7 +49,7 @@ def admin_page(
     request: Request,
     template: str,
     *,
-    admin: User,
+    admin: Principal,
     wallet: Wallet | None,
     section: str,
     status_code: int = 200,

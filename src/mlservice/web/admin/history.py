@@ -15,7 +15,7 @@ from mlservice.admin import usecases as admin_usecases
 from mlservice.catalog import service as catalog
 from mlservice.deps import ComponentsDep, SessionDep
 from mlservice.history import service as history
-from mlservice.users.tables import User
+from mlservice.users.principals import Principal
 from mlservice.wallet import service as wallet_service
 from mlservice.wallet.tables import Wallet
 from mlservice.web.admin.formatting import admin_page, when
@@ -101,7 +101,7 @@ async def request_history(
 
 def _delete_page(
     request: Request,
-    admin: User,
+    admin: Principal,
     wallet: Wallet | None,
     before: datetime | None,
     before_text: str,

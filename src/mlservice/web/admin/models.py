@@ -17,7 +17,7 @@ from mlservice.catalog.schemas import MAX_WAIT_MS, ModelUpdate
 from mlservice.catalog.tables import CatalogModel
 from mlservice.deps import ComponentsDep, SessionDep
 from mlservice.errors import AppError
-from mlservice.users.tables import User
+from mlservice.users.principals import Principal
 from mlservice.wallet import service as wallet_service
 from mlservice.wallet.tables import Wallet
 from mlservice.web.admin.formatting import admin_page
@@ -88,7 +88,7 @@ def _model_changes(model: CatalogModel, form: ModelForm) -> dict[str, Any]:
 
 async def _models_page(
     request: Request,
-    admin: User,
+    admin: Principal,
     wallet: Wallet | None,
     session: AsyncSession,
     components: Components,

@@ -16,7 +16,7 @@ from mlservice.admin import usecases as admin_usecases
 from mlservice.admin.schemas import AdjustmentRequest
 from mlservice.deps import MAX_OFFSET, ComponentsDep, SessionDep
 from mlservice.errors import AppError
-from mlservice.users.tables import User
+from mlservice.users.principals import Principal
 from mlservice.wallet import usecases as wallet_usecases
 from mlservice.web.admin.formatting import admin_page
 from mlservice.web.admin.inputs import CsrfField, InputProblem, TextField, whole_number
@@ -78,7 +78,7 @@ async def users(
 
 async def _update_account(
     components: Components,
-    admin: User,
+    admin: Principal,
     user_id: uuid.UUID,
     back: str,
     *,
