@@ -23,11 +23,10 @@ from mlservice.faces.router import router as faces_router
 from mlservice.health import metrics_router
 from mlservice.health import router as health_router
 from mlservice.jobs.router import router as jobs_router
-from mlservice.observability.http import RequestObservability
 from mlservice.observability.metrics import ServiceMetrics
 from mlservice.predictors.base import Predictor
 from mlservice.replicate.router import router as replicate_router
-from mlservice.security.install import install_proxy_headers, install_security
+from mlservice.security.install import install_edge
 from mlservice.settings import Settings
 from mlservice.users.router import router as users_router
 from mlservice.wallet.router import router as wallet_router
@@ -84,9 +83,7 @@ def create_app(
     )
     install_docs(app)
     install_error_handlers(app)
-    install_security(app, settings)
-    app.add_middleware(RequestObservability, metrics=metrics)
-    install_proxy_headers(app, settings)  # outermost
+    install_edge(app, settings, metrics)
     # Every API error, request validation included, has our error body (see install_error_handlers).
     api = APIRouter(prefix="/api", responses=error_responses(422))
     api.include_router(users_router)

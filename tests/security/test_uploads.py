@@ -13,7 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from mlservice.security.uploads import FORM_OVERHEAD_BYTES, RequestBodyLimitMiddleware
+from mlservice.edge import Edge
+from mlservice.security.uploads import FORM_OVERHEAD_BYTES
 from tests.conftest import Service
 from tests.fixtures.live_server import serve_in_loop
 
@@ -74,9 +75,7 @@ async def test_announced_length_over_the_limit_is_refused_before_reading() -> No
         called = True
 
     feed = Feed(chunks=100)
-    sent = await call(
-        RequestBodyLimitMiddleware(app, max_bytes=10 * CHUNK), feed, [(b"content-length", b"6553601")]
-    )
+    sent = await call(Edge(app, max_body_bytes=10 * CHUNK), feed, [(b"content-length", b"6553601")])
     assert sent[0]["status"] == 413
     assert (b"connection", b"close") in sent[0]["headers"]
     assert b'"payload_too_large"' in sent[1]["body"]
@@ -88,7 +87,7 @@ async def test_announced_length_over_the_limit_is_refused_before_reading() -> No
 async def test_reading_stops_at_the_limit(announced: bytes | None) -> None:
     feed = Feed(chunks=1000)  # 64 MB on offer
     headers = [(b"content-length", announced)] if announced else []
-    sent = await call(RequestBodyLimitMiddleware(reading_app, max_bytes=10 * CHUNK), feed, headers)
+    sent = await call(Edge(reading_app, max_body_bytes=10 * CHUNK), feed, headers)
     assert sent[0]["status"] == 413
     assert feed.given == 11  # the chunk that crossed the limit is the last one read
 
@@ -96,7 +95,7 @@ async def test_reading_stops_at_the_limit(announced: bytes | None) -> None:
 async def test_bodies_within_the_limit_pass_untouched() -> None:
     feed = Feed(chunks=10)
     sent = await call(
-        RequestBodyLimitMiddleware(reading_app, max_bytes=10 * CHUNK),
+        Edge(reading_app, max_body_bytes=10 * CHUNK),
         feed,
         [(b"content-length", str(10 * CHUNK).encode())],
     )

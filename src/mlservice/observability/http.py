@@ -4,14 +4,12 @@ and ``GET /metrics``."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import fastapi.routing
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from mlservice.observability.context import RequestContext, new_request_id, request_scope, valid_request_id
+from mlservice.observability.context import RequestContext
 from mlservice.observability.metrics import ServiceMetrics
 
 log = logging.getLogger("mlservice.http")
@@ -62,42 +60,15 @@ def _templates(app: Any) -> dict[int, tuple[object, str]]:
     return {id(route): (route, path) for route, path in pairs if isinstance(path, str) and path}
 
 
-class RequestObservability:
-    """Pure ASGI middleware (no response buffering, the request's context reaches the endpoint).
+class RequestLog:
+    """Once a response is out: the request counted in the metrics and its ``http.request`` event
+    logged (see :mod:`mlservice.edge`, which calls it)."""
 
-    Takes a valid ``X-Request-ID`` from the client or proxy, or makes one; returns it on the
-    response; binds it to everything logged while the request runs; and, once the response is
-    out, counts the request and writes its ``http.request`` event.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
-        self.app = app
+    def __init__(self, metrics: ServiceMetrics | None = None) -> None:
         self.metrics = metrics
         self.route_template = RouteTemplates()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = valid_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER)) or new_request_id()
-        context = RequestContext(request_id, self.metrics)
-        status = 500  # what the client gets if the app raises before answering
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
-
-        with request_scope(context):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                self._record(scope, context, status, time.perf_counter() - started)
-
-    def _record(self, scope: Scope, context: RequestContext, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, context: RequestContext, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in METHODS else "other"
         route = self.route_template(scope)
         if self.metrics is not None:

@@ -2,8 +2,9 @@
 
 Behind nginx the peer of every request is nginx; the client is in ``X-Forwarded-For``. Anybody can
 send that header, so it counts only when the peer is a configured proxy
-(``MLSERVICE_FORWARDED_ALLOW_IPS``); then the middleware rewrites the ASGI scope's ``client`` and
-``scheme``, and everything after it (rate limits, HSTS, logs) sees the real client.
+(``MLSERVICE_FORWARDED_ALLOW_IPS``); then the ASGI scope's ``client`` and
+``scheme`` (see :mod:`mlservice.edge`), and everything after (rate limits, HSTS, logs) sees the
+real client.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
@@ -67,36 +68,28 @@ class TrustedProxies:
         return client
 
 
-class ForwardedHeadersMiddleware:
-    """Pure ASGI: rewrite ``scope["client"]`` and ``scope["scheme"]`` from X-Forwarded-For and
-    X-Forwarded-Proto when the peer is a trusted proxy; leave them alone otherwise."""
-
-    def __init__(self, app: ASGIApp, trusted: TrustedProxies) -> None:
-        self.app = app
-        self.trusted = trusted
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in _SCHEMES and (self.trusted.networks or self.trusted.any):
-            client: tuple[str, int] | None = scope.get("client")
-            if client is not None and parse_address(client[0]) in self.trusted:
-                self._rewrite(scope, client[0])
-        await self.app(scope, receive, send)
-
-    def _rewrite(self, scope: Scope, peer: str) -> None:
-        forwarded_for = proto = None
-        for name, value in scope["headers"]:
-            if name == b"x-forwarded-for":
-                # Several headers are one comma-separated list, in order.
-                text = value.decode("latin-1")
-                forwarded_for = f"{forwarded_for},{text}" if forwarded_for else text
-            elif name == b"x-forwarded-proto":
-                proto = value.decode("latin-1")
-        if forwarded_for:
-            scope["client"] = (self.trusted.client_from(peer, forwarded_for), 0)
-        if proto:
-            # The leftmost value is the scheme the client used with the first proxy.
-            scheme = proto.split(",", 1)[0].strip().lower()
-            if scope["type"] == "websocket":
-                scheme = _SECURE.get(scheme, scheme)
-            if scheme in _SCHEMES[scope["type"]]:
-                scope["scheme"] = scheme
+def rewrite_forwarded(scope: Scope, trusted: TrustedProxies) -> None:
+    """Set ``scope["client"]`` and ``scope["scheme"]`` from X-Forwarded-For and X-Forwarded-Proto
+    when the peer is a trusted proxy; leave them alone otherwise."""
+    if scope["type"] not in _SCHEMES or not (trusted.networks or trusted.any):
+        return
+    client: tuple[str, int] | None = scope.get("client")
+    if client is None or parse_address(client[0]) not in trusted:
+        return
+    forwarded_for = proto = None
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            # Several headers are one comma-separated list, in order.
+            text = value.decode("latin-1")
+            forwarded_for = f"{forwarded_for},{text}" if forwarded_for else text
+        elif name == b"x-forwarded-proto":
+            proto = value.decode("latin-1")
+    if forwarded_for:
+        scope["client"] = (trusted.client_from(client[0], forwarded_for), 0)
+    if proto:
+        # The leftmost value is the scheme the client used with the first proxy.
+        scheme = proto.split(",", 1)[0].strip().lower()
+        if scope["type"] == "websocket":
+            scheme = _SECURE.get(scheme, scheme)
+        if scheme in _SCHEMES[scope["type"]]:
+            scope["scheme"] = scheme

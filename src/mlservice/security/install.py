@@ -1,4 +1,4 @@
-"""Puts the hardening middleware on the app, in the order it has to run."""
+"""Puts the edge (:mod:`mlservice.edge`) and the optional Host and CORS checks on the app."""
 
 from __future__ import annotations
 
@@ -7,26 +7,29 @@ from typing import TYPE_CHECKING
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from mlservice.security.forwarded import ForwardedHeadersMiddleware, TrustedProxies
-from mlservice.security.headers import SecurityHeadersMiddleware
-from mlservice.security.uploads import FORM_OVERHEAD_BYTES, RequestBodyLimitMiddleware
+from mlservice.edge import Edge
+from mlservice.observability.http import RequestLog
+from mlservice.security.forwarded import TrustedProxies
+from mlservice.security.headers import SecurityHeaders
+from mlservice.security.uploads import FORM_OVERHEAD_BYTES
+from mlservice.web.csrf import CSRF_REFUSAL, api_csrf_refused
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from mlservice.observability.metrics import ServiceMetrics
     from mlservice.settings import Settings
 
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
 CORS_EXPOSED = ["Retry-After", "X-Request-ID", "Location"]
 
 
-def install_security(app: FastAPI, settings: Settings) -> None:
-    """Outermost first: the security headers (so every answer below carries them, refusals
-    included), the Host check, CORS, and the body limit; :func:`install_proxy_headers` goes
-    outside all middleware. Rate limits are route dependencies
-    (:mod:`mlservice.security.ratelimit`): they key on a login's e-mail or a token's user."""
+def install_edge(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
+    """The edge outermost (every answer below, refusals included, carries the request id and the
+    security headers, and is counted), then the Host check and CORS when configured. Rate limits
+    are route dependencies (:mod:`mlservice.security.ratelimit`): they key on a login's e-mail or
+    a token's user."""
     # add_middleware puts each one outside those added before: added innermost first.
-    app.add_middleware(RequestBodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -39,10 +42,12 @@ def install_security(app: FastAPI, settings: Settings) -> None:
         )
     if "*" not in settings.trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
-    app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=settings.hsts_seconds)
-
-
-def install_proxy_headers(app: FastAPI, settings: Settings) -> None:
-    """Add last, so it is the outermost middleware: all the others, request logs included, see
-    the client's address and scheme rather than the proxy's."""
-    app.add_middleware(ForwardedHeadersMiddleware, trusted=TrustedProxies(settings.forwarded_allow_ips))
+    app.add_middleware(
+        Edge,
+        trusted=TrustedProxies(settings.forwarded_allow_ips),
+        request_log=RequestLog(metrics),
+        headers=SecurityHeaders(hsts_seconds=settings.hsts_seconds),
+        max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        csrf_refused=api_csrf_refused,
+        csrf_refusal=CSRF_REFUSAL,
+    )

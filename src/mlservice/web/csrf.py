@@ -12,8 +12,7 @@ import secrets
 
 from fastapi import Request, Response
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from mlservice.errors import Forbidden, error_body
 from mlservice.users.transports import COOKIE_NAME
@@ -54,45 +53,32 @@ def check_csrf(request: Request, submitted: str | None) -> None:
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class ApiCsrfMiddleware:
-    """Pure ASGI: an unsafe request to ``/api/*`` that carries the session cookie and no
-    ``Authorization`` header must echo the CSRF cookie in ``X-CSRF-Token``, or it is refused 403.
+# Login, registration and logout make or drop the session: there is none to ride on yet.
+_API_PREFIX, _EXEMPT_PREFIX = "/api/", "/api/auth/"
+CSRF_REFUSAL = error_body(
+    "csrf_failed",
+    "Requests authenticated by the session cookie must send the X-CSRF-Token header "
+    "with the page's CSRF token; reload the page and try again.",
+)
+
+
+def api_csrf_refused(scope: Scope) -> bool:
+    """Whether to refuse (403 ``csrf_failed``) an unsafe request to ``/api/*`` that carries the
+    session cookie and no ``Authorization`` header: it must echo the CSRF cookie in ``X-CSRF-Token``.
 
     A browser never adds an ``Authorization`` header on its own (and another site cannot make it
     add one without a CORS preflight we do not grant), so such requests need no check; it does send
     the cookie, so requests relying on it must prove they could read this site's pages.
     Only headers are read: the body passes through untouched.
     """
-
-    def __init__(self, app: ASGIApp, *, api_prefix: str = "/api/") -> None:
-        self.app = app
-        self.api_prefix = api_prefix
-        # Login, registration and logout make or drop the session: there is none to ride on yet.
-        self.exempt_prefix = f"{api_prefix}auth/"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._refused(scope):
-            response = JSONResponse(
-                error_body(
-                    "csrf_failed",
-                    "Requests authenticated by the session cookie must send the X-CSRF-Token header "
-                    "with the page's CSRF token; reload the page and try again.",
-                ),
-                status_code=403,
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    def _refused(self, scope: Scope) -> bool:
-        path: str = scope["path"]
-        if (
-            scope["method"] not in _UNSAFE_METHODS
-            or not path.startswith(self.api_prefix)
-            or path.startswith(self.exempt_prefix)
-        ):
-            return False
-        connection = HTTPConnection(scope)
-        if connection.headers.get("authorization", "").strip() or COOKIE_NAME not in connection.cookies:
-            return False  # a bearer client, or no session at all (the route answers 401 itself)
-        return not tokens_match(connection.cookies.get(CSRF_COOKIE), connection.headers.get(CSRF_HEADER))
+    path: str = scope["path"]
+    if (
+        scope["method"] not in _UNSAFE_METHODS
+        or not path.startswith(_API_PREFIX)
+        or path.startswith(_EXEMPT_PREFIX)
+    ):
+        return False
+    connection = HTTPConnection(scope)
+    if connection.headers.get("authorization", "").strip() or COOKIE_NAME not in connection.cookies:
+        return False  # a bearer client, or no session at all (the route answers 401 itself)
+    return not tokens_match(connection.cookies.get(CSRF_COOKIE), connection.headers.get(CSRF_HEADER))

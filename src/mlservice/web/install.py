@@ -7,11 +7,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware import Middleware
 
 from mlservice.errors import AppError, describe_error, error_json
 from mlservice.web import admin, auth_pages, pages
-from mlservice.web.csrf import ApiCsrfMiddleware
 from mlservice.web.deps import viewer_from_cookie
 from mlservice.web.render import STATIC_DIR, LoginRequired, login_redirect, page
 
@@ -59,9 +57,6 @@ async def error_page(request: Request, status_code: int, message: str) -> Respon
 
 def install_web(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="web-static")
-    # Innermost (add_middleware would put it outermost): its refusals pass through the security
-    # headers and the request logs like any other answer.
-    app.user_middleware.append(Middleware(ApiCsrfMiddleware))
     app.include_router(auth_pages.router)
     app.include_router(pages.router)
     app.include_router(admin.router)
