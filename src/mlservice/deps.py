@@ -1,9 +1,10 @@
 """Dependencies shared by every router: the app's components and the request's read session.
 
 Writes are never made in a request-scoped session: a route calls a use case, which opens its own
-unit of work. A route that writes first closes the read session (``await session.close()``):
-the request may then wait for the SQLite writer, and a queue of waiters each holding a pooled
-connection would starve the one that holds it."""
+unit of work; a route that writes takes no read session, or closes it (``await session.close()``)
+before the use case: the request may then wait for the SQLite writer, and a queue of waiters each
+holding a pooled connection would starve the one that holds it. (The session checks out a
+connection only at its first statement.)"""
 
 from __future__ import annotations
 

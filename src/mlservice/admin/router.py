@@ -79,12 +79,9 @@ async def get_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep) -> Acc
 
 @router.patch("/users/{user_id}", response_model=AccountRead)
 async def update_user(
-    user_id: uuid.UUID, body: AccountUpdate, admin: AdminUser, session: SessionDep, components: ComponentsDep
+    user_id: uuid.UUID, body: AccountUpdate, admin: AdminUser, components: ComponentsDep
 ) -> AccountRead:
     """Grant or take the admin role, deactivate or reactivate; not on your own account."""
-    # The read connection that authenticated the request goes back before the use case waits for
-    # the writer (so in each write route here): waiters holding pooled connections would starve it.
-    await session.close()
     account = await usecases.update_account(
         components, admin, user_id, is_superuser=body.is_superuser, is_active=body.is_active
     )
@@ -96,11 +93,9 @@ async def adjust_balance(
     user_id: uuid.UUID,
     body: AdjustmentRequest,
     admin: AdminUser,
-    session: SessionDep,
     components: ComponentsDep,
 ) -> AdjustmentResponse:
     """Correct a user's balance; the ledger keeps the amount, the note and who made it."""
-    await session.close()
     done = await wallet.adjust_balance(components, admin, user_id, body.amount, body.note)
     return AdjustmentResponse(
         wallet=WalletRead.model_validate(done.wallet), entry=EntryRead.model_validate(done.entry)
@@ -142,7 +137,6 @@ async def list_history(
 @router.delete("/history", response_model=HistoryDeleted)
 async def delete_history(
     _: AdminWithToken,
-    session: SessionDep,
     components: ComponentsDep,
     before: Annotated[IsoDateTime | None, Query(description="Only requests that arrived before this")] = None,
 ) -> HistoryDeleted:
@@ -150,7 +144,6 @@ async def delete_history(
 
     Jobs, results and the ledger are kept.
     """
-    await session.close()
     return HistoryDeleted(deleted=await usecases.delete_history(components, before=before))
 
 

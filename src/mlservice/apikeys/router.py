@@ -22,14 +22,9 @@ router = APIRouter(prefix="/keys", tags=["api keys"], responses=error_responses(
     responses={**error_responses(400, 409), **RATE_LIMITED_RESPONSE},
     dependencies=[Depends(limit_key_creation)],
 )
-async def create_key(
-    body: ApiKeyCreate, user: CurrentUser, session: SessionDep, components: ComponentsDep
-) -> ApiKeyCreated:
+async def create_key(body: ApiKeyCreate, user: CurrentUser, components: ComponentsDep) -> ApiKeyCreated:
     """Make an API key, for programs: send it as `Authorization: Bearer <key>` wherever a login
     token works. The key is in this answer only; keep it secret."""
-    # The connection that authenticated the request goes back before the use case waits for the
-    # writer: waiters each holding a pooled connection would starve the one writing (see deps).
-    await session.close()
     created = await usecases.create_key(components.db, user.id, body.name)
     return ApiKeyCreated(**ApiKeyRead.model_validate(created.row).model_dump(), key=created.key)
 
@@ -46,11 +41,8 @@ async def list_keys(user: CurrentUser, session: SessionDep) -> list[ApiKeyRead]:
     response_class=Response,
     responses=error_responses(404),
 )
-async def revoke_key(
-    key_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
-) -> Response:
+async def revoke_key(key_id: uuid.UUID, user: CurrentUser, components: ComponentsDep) -> Response:
     """Revoke a key: every request with it is refused from now on."""
-    await session.close()
     await usecases.revoke_key(components.db, user.id, key_id)
     components.principals.forget_key(key_id)  # in this process at once (others: within seconds)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

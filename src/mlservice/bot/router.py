@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from mlservice.chats import usecases
-from mlservice.deps import ComponentsDep, SessionDep
+from mlservice.deps import ComponentsDep
 from mlservice.errors import error_responses
 from mlservice.users.auth import CurrentUser
 
@@ -19,10 +19,7 @@ class LinkCodeRead(BaseModel):
 
 
 @router.post("/link-code", response_model=LinkCodeRead, status_code=status.HTTP_201_CREATED)
-async def create_link_code(user: CurrentUser, session: SessionDep, components: ComponentsDep) -> LinkCodeRead:
+async def create_link_code(user: CurrentUser, components: ComponentsDep) -> LinkCodeRead:
     """A one-time code, valid 10 minutes: send `/link CODE` to the bot to link a Telegram chat."""
-    # The connection that authenticated the request goes back before the use case waits for the
-    # writer (see mlservice.deps).
-    await session.close()
     issued = await usecases.create_link_code(components, user.id)
     return LinkCodeRead(code=issued.code, expires_at=issued.expires_at)

@@ -58,12 +58,9 @@ async def admin_list_models(
     responses=error_responses(400, 401, 403, 404, 409),
 )
 async def admin_update_model(
-    slug: str, body: ModelUpdate, _: AdminUser, session: SessionDep, components: ComponentsDep
+    slug: str, body: ModelUpdate, _: AdminUser, components: ComponentsDep
 ) -> AdminModelRead:
     """Change price, availability or batching limits (which workers apply when they start)."""
-    # The read connection that authenticated the request goes back before the use case waits for
-    # the writer: waiters each holding a pooled connection would starve the one writing.
-    await session.close()
     model = await usecases.update_model(
         components,
         slug,

@@ -25,14 +25,10 @@ async def read_wallet(user: CurrentUser, session: SessionDep) -> WalletRead:
 async def refill(
     body: RefillRequest,
     user: CurrentUser,
-    session: SessionDep,
     components: ComponentsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Add credits (a demo payment: no money moves)."""
-    # The read connection that authenticated the request goes back before the use case waits for
-    # the writer: waiters each holding a pooled connection would starve the one writing.
-    await session.close()
     outcome = await usecases.top_up(components, user.id, body.amount, idempotency_key)
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
 
