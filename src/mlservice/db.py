@@ -117,13 +117,23 @@ class Database:
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
 
     @asynccontextmanager
-    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits when the block ends, rolls back if it raises."""
+    async def session(
+        self, *, write: bool = False, one_statement: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits when the block ends, rolls back if it raises.
+
+        ``one_statement`` (with ``write``): the unit of work writes with one statement, its last,
+        which is atomic on its own: on PostgreSQL it runs without BEGIN and COMMIT (two round
+        trips of three), its callbacks as any unit of work's; on SQLite it is a write unit like
+        any other. The caller guarantees that nothing written before that statement needs
+        rolling back with it (after-rollback callbacks still run if it, or anything, raises).
+        """
         writer = self._sqlite_writer if write else None
         if writer is not None:
             await writer.acquire()
+        transaction = write and not (one_statement and not self.is_sqlite)
         try:
-            async with (self.sessionmaker if write else self.read_sessionmaker)() as session:
+            async with (self.sessionmaker if transaction else self.read_sessionmaker)() as session:
                 session.info["database"] = self
                 try:
                     yield session

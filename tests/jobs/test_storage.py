@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.jobs import usecases
+from mlservice.history.tables import PredictionRequest
+from mlservice.idempotency import service as idempotency
 from mlservice.jobs.tables import Job
 from mlservice.storage.database import DatabaseStorage
 from mlservice.storage.tables import FileBlob
@@ -72,12 +73,13 @@ async def test_a_submission_failing_after_its_rows_are_written_commits_nothing(
     if storage_backend == "database" and backend != "postgresql":
         pytest.skip("database storage is for PostgreSQL deployments; SQLite uses local files")
     written: dict[str, Any] = {}
-    real_add_answer = usecases.add_answer
+    real_complete = idempotency.complete
 
-    async def add_answer_then_fail(session: AsyncSession, record: Any, outcome: Any) -> None:
-        """The last write of the submit transaction; here it fails once the rest is written."""
-        await real_add_answer(session, record, outcome)
-        job = await session.get(Job, uuid.UUID(outcome.body["id"]))
+    async def complete_then_fail(session: AsyncSession, record: Any, status_code: int, body: Any) -> None:
+        """The last write of a submit with an Idempotency-Key (a transaction on every database);
+        here it fails once the rest is written."""
+        await real_complete(session, record, status_code, body)
+        job = await session.get(Job, uuid.UUID(body["id"]))
         assert job is not None
         assert job.input_file is not None
         hold = await session.scalar(select(Hold).where(Hold.job_id == job.id))
@@ -89,6 +91,9 @@ async def test_a_submission_failing_after_its_rows_are_written_commits_nothing(
             hold=(hold.amount, hold.status),
             held=account.held,
             input=await storage.exists(job.input_file, session=session),
+            request=await session.scalar(
+                select(func.count()).select_from(PredictionRequest).where(PredictionRequest.job_id == job.id)
+            ),
             key=job.input_file,
         )
         raise RuntimeError("the disk filled up")
@@ -96,15 +101,25 @@ async def test_a_submission_failing_after_its_rows_are_written_commits_nothing(
     async with service_factory([FileEcho], workers=0, storage_backend=storage_backend) as service:
         storage = service.app.state.components.storage
         headers = await service.user()
-        monkeypatch.setattr(usecases, "add_answer", add_answer_then_fail)
+        monkeypatch.setattr(idempotency, "complete", complete_then_fail)
         with pytest.raises(RuntimeError, match="the disk filled up"):
             await service.client.post(
-                "/api/jobs", data={"model": FileEcho.slug}, files={"file": ("a.bin", b"abc")}, headers=headers
+                "/api/jobs",
+                data={"model": FileEcho.slug},
+                files={"file": ("a.bin", b"abc")},
+                headers=headers | {"Idempotency-Key": "k"},
             )
-        # The failure came after the job, its hold and its input were written in the transaction...
+        # The failure came after the job, its hold, its history row and its input were written in
+        # the transaction...
         price = FileEcho.default_price
         key = written.pop("key")
-        assert written == {"job": "queued", "hold": (price, "open"), "held": price, "input": True}
+        assert written == {
+            "job": "queued",
+            "hold": (price, "open"),
+            "held": price,
+            "input": True,
+            "request": 1,
+        }
         # ...and none of it was committed: no job, no hold, the balance untouched, no stored input.
         async with service.db.session() as session:
             assert await session.scalar(select(func.count()).select_from(Job)) == 0
@@ -115,6 +130,31 @@ async def test_a_submission_failing_after_its_rows_are_written_commits_nothing(
         assert not await storage.exists(key)
         if storage_backend == "database":
             assert await stored_keys(service) == []
+
+
+@pytest.mark.parametrize("storage_backend", ["local", "database"])
+async def test_a_refused_upload_leaves_no_stored_input(
+    service_factory: Any, backend: str, storage_backend: str
+) -> None:
+    """The input is stored before the job's statement (the last of its unit of work, which on
+    PostgreSQL with local files is the only one, run without a transaction); a refusal by that
+    statement removes it again."""
+    if storage_backend == "database" and backend != "postgresql":
+        pytest.skip("database storage is for PostgreSQL deployments; SQLite uses local files")
+    async with service_factory([FileEcho], workers=0, storage_backend=storage_backend) as service:
+        headers, admin = await service.user(), await service.admin()
+        await service.client.patch(f"/api/admin/models/{FileEcho.slug}", json={"price": 101}, headers=admin)
+        r = await service.client.post(
+            "/api/jobs", data={"model": FileEcho.slug}, files={"file": ("a.bin", b"abc")}, headers=headers
+        )
+        assert r.status_code == 402, r.text
+        assert r.json()["error"]["details"] == {"price": 101, "available": 100}
+        assert await ledger_totals(service, headers) == (100, 0, 1)
+        if storage_backend == "database":
+            assert await stored_keys(service) == []
+        else:
+            files = service.settings.resolved_storage_dir
+            assert [p for p in files.rglob("*") if p.is_file()] == []
 
 
 async def test_database_storage_basics(service_factory: Any, backend: str) -> None:

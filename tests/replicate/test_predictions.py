@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from mlservice.history.tables import PredictionRequest
 from mlservice.jobs.prediction_view import prediction_of, version_of
+from mlservice.jobs.prefer import InvalidPrefer, wait_seconds
 from mlservice.jobs.tables import Job, JobStatus
-from mlservice.replicate.errors import InvalidCursor, InvalidPrefer
-from mlservice.replicate.inputs import wait_seconds
+from mlservice.replicate.errors import InvalidCursor
 from mlservice.replicate.predictions import Cursor
 from mlservice.types import utcnow
 from mlservice.webhooks.tables import WebhookDelivery

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Table, bindparam, case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,8 +79,18 @@ async def get_model(session: AsyncSession, slug: str) -> CatalogModel:
     return model
 
 
+_models = cast(Table, CatalogModel.__table__)
+# Built once: every submit reads its model with it.
+_MODEL_ROW = select(_models).where(_models.c.slug == bindparam("b_slug"))
+
+
 async def get_runnable_model(session: AsyncSession, slug: str) -> CatalogModel:
-    model = await get_model(session, slug)
+    """The model if it exists and is enabled, as its row is now: a ``CatalogModel`` of no session
+    (one Core SELECT; nothing is changed through it)."""
+    row = (await session.execute(_MODEL_ROW, {"b_slug": slug})).first()
+    if row is None:
+        raise ModelNotFound(f"There is no model {slug!r}.")
+    model = CatalogModel(**row._mapping)
     if not model.enabled:
         raise ModelDisabled(f"The model {slug!r} is disabled.")
     return model

@@ -1,8 +1,10 @@
 """Recording prediction requests as they are answered.
 
-An accepted request's row is written by the submit's own unit of work, next to its job; a refused
-request's row by :func:`mlservice.history.usecases.record_refusal` in a small transaction of its
-own, after the submit's has rolled back, so a refusal never charges anything or changes its answer.
+An accepted request's row is written by the submit's own unit of work, next to its job: by the
+statement that writes the job (see :mod:`mlservice.jobs.admission`), or by :func:`add_answer` for
+a replay. A refused request's row is written by :func:`mlservice.history.usecases.record_refusal`
+in a small transaction of its own, after the submit's has rolled back, so a refusal never charges
+anything or changes its answer.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class RequestRecord:
 
 
 async def add_answer(session: AsyncSession, record: RequestRecord, outcome: Outcome) -> None:
-    """Add the accepted request's row to the unit of work that created (or replayed) its job."""
+    """Add the accepted request's row to the unit of work that answered it; the submit statement
+    writes a new job's itself, so this is for requests answered with an earlier job (replays)."""
     # The job's row goes first: without a relationship the unit of work would not order them.
     await session.flush()
     job_id = outcome.body.get("id")

@@ -23,3 +23,11 @@ class FileTooLarge(AppError):
 class MissingInput(AppError):
     status_code = 422
     code = "missing_input"
+
+
+class AccountInactive(AppError):
+    """The account was deactivated: refused as authentication refuses it (401), even where this
+    process still remembered the account as active."""
+
+    status_code = 401
+    code = "account_inactive"

@@ -206,6 +206,18 @@ async def get(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return await session.get(Job, job_id, populate_existing=True)
 
 
+_OWNED_ROW = select(_jobs).where(
+    _jobs.c.id == bindparam("b_job_id"), _jobs.c.user_id == bindparam("b_user_id")
+)
+
+
+async def read_owned(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+    """The job's row now if ``user_id`` owns it, as a ``Job`` of no session (a read, nothing to
+    change): one Core SELECT, none of the session's identity map (a poll makes many of these)."""
+    row = (await session.execute(_OWNED_ROW, {"b_job_id": job_id, "b_user_id": user_id})).first()
+    return None if row is None else Job(**row._mapping)
+
+
 async def many(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
     """These jobs as this transaction leaves them."""
     rows = await session.scalars(
@@ -281,21 +293,24 @@ async def cancel_queued(session: AsyncSession, job_id: uuid.UUID) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+_MARK_PUBLISHED = (
+    update(_jobs)
+    .where(
+        _jobs.c.id.in_(bindparam("ids", expanding=True)),
+        _jobs.c.status == JobStatus.queued,
+        _jobs.c.attempts == bindparam("b_attempts"),
+        _jobs.c.published_at.is_(None),
+    )
+    .values(published_at=bindparam("b_at"))
+)
+
+
 async def mark_published(
     session: AsyncSession, job_ids: list[uuid.UUID], attempts: int, at: datetime
 ) -> None:
     """Record the broker's confirmation of these jobs' messages (of this attempt, still queued)."""
-    await session.execute(
-        update(Job)
-        .where(
-            Job.id.in_(job_ids),
-            Job.status == JobStatus.queued,
-            Job.attempts == attempts,
-            Job.published_at.is_(None),
-        )
-        .values(published_at=at)
-        .execution_options(synchronize_session=False)
-    )
+    # Every API process runs this a few times a second under load: the statement is built once.
+    await session.execute(_MARK_PUBLISHED, {"ids": job_ids, "b_attempts": attempts, "b_at": at})
 
 
 async def unconfirmed(

@@ -11,6 +11,7 @@ from mlservice.errors import error_responses
 from mlservice.history.dependencies import PredictionRequestDep
 from mlservice.jobs import service, usecases
 from mlservice.jobs.errors import FileTooLarge
+from mlservice.jobs.prefer import MAX_WAIT_S, wait_seconds
 from mlservice.jobs.schemas import JobPage, JobRead
 from mlservice.jobs.tables import JobStatus
 from mlservice.jobs.validation import Submission
@@ -42,8 +43,8 @@ async def read_upload(upload: UploadFile | None, max_bytes: int) -> bytes | None
     "",
     response_model=JobRead,
     status_code=status.HTTP_201_CREATED,
-    # 400 a malformed Idempotency-Key, 402 not enough credits, 404 no such model, 409 model disabled,
-    # 413/415 an upload too large or of the wrong type, 503 the model is not installed here.
+    # 400 a malformed Idempotency-Key or Prefer, 402 not enough credits, 404 no such model, 409 model
+    # disabled, 413/415 an upload too large or of the wrong type, 503 the model is not installed here.
     responses={**error_responses(400, 402, 404, 409, 413, 415, 503), **RATE_LIMITED_RESPONSE},
     dependencies=[Depends(limit_submissions)],
 )
@@ -66,8 +67,22 @@ async def submit_job(
         Form(description="Events to send: start, output, logs, completed (repeated or comma-separated; all)"),
     ] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            alias="Prefer",
+            description=f"`wait` ({MAX_WAIT_S} s) or `wait=N` (1 to {MAX_WAIT_S} s): answer once the job "
+            "finishes, or when the wait ends",
+        ),
+    ] = None,
 ) -> JSONResponse:
-    """Submit a job: the model's price is held now and charged only if the job succeeds."""
+    """Submit a job: the model's price is held now and charged only if the job succeeds.
+
+    With `Prefer: wait=N` the answer comes once the job finished, or when the N seconds are over:
+    still `201`, with the job as it is then (`succeeded`, `failed`, or still `queued`/`running`,
+    to be polled with `GET /api/jobs/{id}?wait=N`), and `Preference-Applied: wait=N`. An
+    idempotent replay with it waits for the first request's job the same way."""
+    wait_s = wait_seconds(prefer)  # a malformed Prefer is refused before anything is charged
     settings = components.settings
     submission = Submission(
         model_slug=model,
@@ -79,17 +94,30 @@ async def submit_job(
     record.describe(submission)
     hook = subscription(webhook, webhook_events_filter, allow_private=settings.webhook_allow_private)
     # The model is read in the transaction that authenticated the request (see submit_job).
-    outcome = await usecases.submit_job(
+    if wait_s is None:
+        outcome = await usecases.submit_job(
+            components,
+            user_id=user.id,
+            submission=submission,
+            record=record,
+            idempotency_key=idempotency_key,
+            webhook=hook,
+            reader=session,
+        )
+        # Committed above, before the response goes out.
+        return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
+    outcome, job = await usecases.submit_and_wait(
         components,
         user_id=user.id,
         submission=submission,
         record=record,
+        wait_s=wait_s,
         idempotency_key=idempotency_key,
         webhook=hook,
         reader=session,
     )
-    # Committed above, before the response goes out.
-    return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
+    headers = outcome.headers() | {"Preference-Applied": f"wait={int(wait_s)}"}
+    return JSONResponse(job_read(job).model_dump(mode="json"), outcome.status_code, headers=headers)
 
 
 @router.get("", response_model=JobPage)
@@ -108,9 +136,6 @@ async def list_jobs(
     return JobPage(items=[job_summary(j) for j in page.items], total=page.total, limit=limit, offset=offset)
 
 
-MAX_WAIT_S = 60.0
-
-
 @router.get("/{job_id}", response_model=JobRead, responses=error_responses(404))
 async def get_job(
     job_id: uuid.UUID,
@@ -125,14 +150,11 @@ async def get_job(
             description="Seconds to wait for the job to finish before answering (long polling); 0: at once",
         ),
     ] = 0,
-) -> JobRead:
+) -> JSONResponse:
     """The job with its result; with ``wait``, answered as soon as it finishes (or when the wait ends)."""
-    # Read in the transaction that authenticated the request; a wait gives the connection back.
-    job = await service.get_owned_job(session, user.id, job_id)
-    if wait > 0 and not JobStatus(job.status).finished:
-        await session.close()
-        job = await usecases.wait_for_job(components, user.id, job_id, wait)
-    return job_read(job)
+    # Read with the session that authenticated the request; a wait gives the connection back.
+    job = await usecases.wait_for_job(components, user.id, job_id, wait, reader=session)
+    return JSONResponse(job_read(job).model_dump(mode="json"))
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))

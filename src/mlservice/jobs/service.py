@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mlservice.catalog.service import get_runnable_model
 from mlservice.catalog.tables import CatalogModel
 from mlservice.db import after_rollback
+from mlservice.history.recording import RequestRecord, add_answer
 from mlservice.idempotency import service as idempotency
-from mlservice.jobs import repository
+from mlservice.jobs import admission, repository
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.errors import JobNotCancelable, JobNotFound, ModelUnavailable
 from mlservice.jobs.events import announce_finished
@@ -26,7 +27,9 @@ from mlservice.observability.context import current_request_id
 from mlservice.observability.jobs import job_canceled, job_queued
 from mlservice.predictors.base import InputLimits, Predictor
 from mlservice.storage.base import Storage
+from mlservice.types import utcnow
 from mlservice.wallet import service as wallet
+from mlservice.wallet.errors import InsufficientCredits
 from mlservice.webhooks import outbox as webhooks
 
 
@@ -55,17 +58,24 @@ async def submit(
     limits: InputLimits,
     storage: Storage,
     publisher: JobPublisher,
+    record: RequestRecord,
     validated: Validated | None = None,
     webhook_url: str | None = None,
     webhook_events: Sequence[str] | None = None,
     webhook_flavour: str = webhooks.DEFAULT_FLAVOUR,
+    job_id: uuid.UUID | None = None,
 ) -> idempotency.Outcome:
-    """Validate, hold the price and queue the job, all in the caller's unit of work.
+    """Validate, hold the price, queue the job and record the accepted request, all in the
+    caller's unit of work.
 
-    Anything wrong with the request raises before a row is written; the job, its hold and the
-    stored input commit together, and the queue hears of the job only after that commit.
+    Anything wrong with the request raises before a row is written; the job, its hold, its ledger
+    entry, its history row (``record``) and the stored input commit together, and the queue hears
+    of the job only after that commit. Without an ``idempotency_key`` and with an input that is not
+    stored in the database, the only statement is the last one (:func:`admission.admit`), so the
+    caller may run it as a unit of work of one statement (``Database.session(one_statement=True)``).
     ``webhook_*``: the job's webhook, checked by the caller (``webhooks.service.subscription``);
     ``webhook_flavour`` names the formatter of its bodies (see :mod:`mlservice.webhooks`).
+    ``job_id``: the new job's id, if the caller chose it (to wait for it before it exists).
     """
     if validated is None or validated.model is None:
         found, cls = await runnable_model(session, submission.model_slug, predictors)
@@ -73,7 +83,75 @@ async def submit(
     model = validated.model
     assert model is not None
     params, meta, text = validated.params, validated.meta, validated.text
+    new_id = job_id or uuid.uuid4()
 
+    async def create() -> tuple[int, dict[str, Any]]:
+        now = utcnow()
+        # Not added to the session: the rows are written by one Core statement; this is what the
+        # answer, the metrics and the webhook fields are made from.
+        job = Job(
+            id=new_id,
+            input_file=input_key(new_id) if submission.data is not None else None,
+            user_id=user_id,
+            model_slug=model.slug,
+            status=JobStatus.queued,
+            cost=model.price,
+            params=params,
+            input_meta=meta,
+            input_text=text,
+            artifacts={},
+            attempts=0,
+            created_at=now,
+            request_id=current_request_id(),
+        )
+        if webhook_url:
+            webhooks.subscribe(job, webhook_url, webhook_events, flavour=webhook_flavour)
+        if job.input_file is not None and submission.data is not None:
+            # Before the rows: the rows' statement is the last of the unit of work, whatever
+            # storage this is (see above); a refusal or a rollback deletes the file again.
+            key = job.input_file
+            after_rollback(session, lambda: storage.delete(key))
+            await storage.put(key, submission.data, session=session)
+        body = job_read(job).model_dump(mode="json")
+        publisher.publish_after_commit(session, model.slug, new_id)
+        job_queued(session, job)
+        values = {
+            "b_job_id": new_id,
+            "b_user_id": user_id,
+            "b_price": model.price,
+            "b_now": now,
+            "b_model_slug": model.slug,
+            "b_params": params,
+            "b_input_meta": meta,
+            "b_input_file": job.input_file,
+            "b_input_text": text,
+            "b_request_id": job.request_id,
+            "b_webhook_url": job.webhook_url,
+            "b_webhook_events": job.webhook_events,
+            "b_webhook_flavour": job.webhook_flavour,
+            # The accepted request's history row (see RequestRecord.row).
+            "b_received_at": record.received_at,
+            "b_requested_slug": record.model_slug,
+            "b_input_bytes": record.input_bytes,
+            "b_image_width": record.image_width,
+            "b_image_height": record.image_height,
+            "b_record_request_id": record.request_id,
+        }
+        # A second try only if the account, read after a refusal, could pay after all: it
+        # changed in between (a concurrent release, a top-up).
+        for _ in range(2):
+            if await admission.admit(session, values):
+                return 201, body
+            refused = await admission.refusal(session, user_id, model.price)
+            if refused is not None:
+                raise refused
+        raise InsufficientCredits(
+            f"This run costs {model.price} credits; the wallet changed while it was checked. Try again.",
+            price=model.price,
+        )
+
+    if idempotency_key is None:
+        return idempotency.Outcome(*await create())
     fingerprint = idempotency.request_fingerprint(
         model=model.slug,
         params=params,
@@ -82,38 +160,13 @@ async def submit(
         # Only with a webhook: keys of submissions without one keep their fingerprints.
         **({"webhook": [webhook_url, webhook_events]} if webhook_url else {}),
     )
-
-    async def create() -> tuple[int, dict[str, Any]]:
-        account = await wallet.lock_wallet(session, user_id)
-        job_id = uuid.uuid4()
-        job = Job(
-            id=job_id,
-            input_file=input_key(job_id) if submission.data is not None else None,
-            user_id=user_id,
-            model_slug=model.slug,
-            status=JobStatus.queued,
-            cost=model.price,
-            params=params,
-            input_meta=meta,
-            input_text=text,
-            attempts=0,
-            request_id=current_request_id(),
-        )
-        if webhook_url:
-            webhooks.subscribe(job, webhook_url, webhook_events, flavour=webhook_flavour)
-        session.add(job)
-        await session.flush()
-        await wallet.place_hold(session, account, job.id, model.price)
-        if job.input_file is not None and submission.data is not None:
-            key = job.input_file
-            await storage.put(key, submission.data, session=session)
-            after_rollback(session, lambda: storage.delete(key))
-
-        publisher.publish_after_commit(session, model.slug, job.id)
-        job_queued(session, job)
-        return 201, job_read(job).model_dump(mode="json")
-
-    return await idempotency.run_once(session, user_id, "jobs.create", idempotency_key, fingerprint, create)
+    outcome = await idempotency.run_once(
+        session, user_id, "jobs.create", idempotency_key, fingerprint, create
+    )
+    if outcome.replayed:
+        # The first request's job, not a new one: recorded as a replay (no job, no charge).
+        await add_answer(session, record, outcome)
+    return outcome
 
 
 @dataclass(frozen=True)

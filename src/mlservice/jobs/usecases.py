@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.history.recording import RequestRecord, add_answer
+from mlservice.history.recording import RequestRecord
 from mlservice.history.usecases import record_refusal
 from mlservice.idempotency.service import Outcome
-from mlservice.jobs import service
-from mlservice.jobs.errors import JobNotCancelable
+from mlservice.jobs import repository, service
+from mlservice.jobs.errors import JobNotCancelable, JobNotFound
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import Submission, validate
 from mlservice.predictors.base import InputLimits
@@ -37,14 +37,19 @@ async def submit_job(
     webhook: Subscription | None = None,
     webhook_flavour: str = DEFAULT_FLAVOUR,
     reader: AsyncSession | None = None,
+    job_id: uuid.UUID | None = None,
 ) -> Outcome:
     """Read the model, check and decode the input, then hold the price, queue the job and record
     the request, all in one write transaction; a refusal is recorded in a small transaction of its
     own and charges nothing.
 
+    On PostgreSQL a submit without an Idempotency-Key whose input is not stored in the database
+    writes with one statement and no BEGIN/COMMIT: one round trip (see ``service.submit``).
+
     ``reader``: the request's read session, if the caller has one (the one that authenticated
     it): the model is read with it, and it is closed before the input is decoded, so no connection
-    is held meanwhile nor while the SQLite writer is awaited.
+    is held meanwhile nor while the SQLite writer is awaited. ``job_id``: the new job's id, when
+    the caller chose it.
     """
     record.describe(submission)
     settings = components.settings
@@ -62,7 +67,12 @@ async def submit_job(
                 )
         validated = await validate(model, predictor, submission, limits)
         record.describe_input(validated.meta)
-        async with components.db.session(write=True) as session:
+        storage = components.storage
+        one_statement = idempotency_key is None and not (
+            submission.data is not None and storage.joins_transactions
+        )
+        async with components.db.session(write=True, one_statement=one_statement) as session:
+            # The accepted request's history row is written with its job, in this transaction.
             outcome = await service.submit(
                 session,
                 user_id=user_id,
@@ -70,20 +80,58 @@ async def submit_job(
                 idempotency_key=idempotency_key,
                 predictors=components.predictors,
                 limits=limits,
-                storage=components.storage,
+                storage=storage,
                 publisher=components.publisher,
+                record=record,
                 validated=validated,
                 webhook_url=webhook.url if webhook else None,
                 webhook_events=webhook.events if webhook else None,
                 webhook_flavour=webhook_flavour,
+                job_id=job_id,
             )
-            # In the job's own transaction: an accepted request and its job commit together.
-            await add_answer(session, record, outcome)
         record.recorded = True
     except Exception as exc:
         await record_refusal(components.db, record, exc)
         raise
     return outcome
+
+
+async def submit_and_wait(
+    components: Components,
+    *,
+    user_id: uuid.UUID,
+    submission: Submission,
+    record: RequestRecord,
+    wait_s: float,
+    idempotency_key: str | None = None,
+    webhook: Subscription | None = None,
+    webhook_flavour: str = DEFAULT_FLAVOUR,
+    reader: AsyncSession | None = None,
+) -> tuple[Outcome, Job]:
+    """:func:`submit_job`, then the job once it finished or as it is after ``wait_s``.
+
+    The wait is registered before the job exists, so its finish cannot be missed and the job is
+    read once, when it finished or the wait ended. A replay waits for the first request's job.
+    """
+    job_id = uuid.uuid4()
+    deadline = asyncio.get_running_loop().time() + wait_s
+    with components.events.waiter(job_id) as woken:
+        outcome = await submit_job(
+            components,
+            user_id=user_id,
+            submission=submission,
+            record=record,
+            idempotency_key=idempotency_key,
+            webhook=webhook,
+            webhook_flavour=webhook_flavour,
+            reader=reader,
+            job_id=job_id,
+        )
+        if not outcome.replayed:
+            return outcome, await _wait(components, user_id, job_id, woken, deadline)
+    replayed = uuid.UUID(str(outcome.body["id"]))
+    remaining = deadline - asyncio.get_running_loop().time()
+    return outcome, await wait_for_job(components, user_id, replayed, remaining)
 
 
 async def cancel_job(
@@ -122,29 +170,68 @@ async def read_artifact(
         return await service.read_artifact(session, components.storage, user_id, job_id, name)
 
 
-async def read_job(components: Components, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    async with components.db.session() as session:
-        return await service.get_owned_job(session, user_id, job_id)
+async def read_job(
+    components: Components, user_id: uuid.UUID, job_id: uuid.UUID, *, reader: AsyncSession | None = None
+) -> Job:
+    """The job as the database has it now, if ``user_id`` owns it (a read of its row, no more).
+
+    ``reader``: the request's read session, if the caller has one; it is used, not closed.
+    """
+    if reader is not None:
+        job = await repository.read_owned(reader, user_id, job_id)
+    else:
+        async with components.db.session() as session:
+            job = await repository.read_owned(session, user_id, job_id)
+    if job is None:
+        raise JobNotFound("Job not found.")
+    return job
 
 
 async def wait_for_job(
-    components: Components, user_id: uuid.UUID, job_id: uuid.UUID, timeout_s: float
+    components: Components,
+    user_id: uuid.UUID,
+    job_id: uuid.UUID,
+    timeout_s: float,
+    *,
+    reader: AsyncSession | None = None,
 ) -> Job:
-    """The job once it is finished, or as it is after ``timeout_s``; no connection is held meanwhile."""
-    job = await read_job(components, user_id, job_id)
-    if JobStatus(job.status).finished or timeout_s <= 0:
-        return job
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    """The job once it is finished, or as it is after ``timeout_s``; no connection is held meanwhile.
+
+    The job is read once more than it is woken: when already finished, once; else again when its
+    finish is announced (or the wait ends). ``reader``: the request's read session, if the caller
+    has one: the first read uses it, then it is closed before the wait.
+    """
+    if timeout_s <= 0:
+        return await read_job(components, user_id, job_id, reader=reader)
+    deadline = asyncio.get_running_loop().time() + timeout_s
     with components.events.waiter(job_id) as woken:
-        while True:
-            # Registered first, read second: a finish in between is not missed.
-            job = await read_job(components, user_id, job_id)
-            remaining = deadline - loop.time()
-            if JobStatus(job.status).finished or remaining <= 0:
-                return job
+        # Registered first, read second: a finish in between is not missed.
+        try:
+            job = await read_job(components, user_id, job_id, reader=reader)
+        finally:
+            if reader is not None:
+                await reader.close()
+        if JobStatus(job.status).finished:
+            return job
+        return await _wait(components, user_id, job_id, woken, deadline)
+
+
+async def _wait(
+    components: Components, user_id: uuid.UUID, job_id: uuid.UUID, woken: asyncio.Event, deadline: float
+) -> Job:
+    """Wait for ``woken`` (set once the job may have finished) and read the job, until it is
+    finished or ``deadline`` has passed; the waiter was registered before the job was last seen
+    unfinished. A wake-up is only a hint (one for every waiter when the listener reconnects)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        remaining = deadline - loop.time()
+        if remaining > 0:
             try:
-                await asyncio.wait_for(woken.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await woken.wait()
             except TimeoutError:
-                return await read_job(components, user_id, job_id)
-            woken.clear()
+                pass
+        woken.clear()
+        job = await read_job(components, user_id, job_id)
+        if JobStatus(job.status).finished or loop.time() >= deadline:
+            return job

@@ -18,11 +18,6 @@ class InvalidFileInput(AppError):
     code = "invalid_file_input"
 
 
-class InvalidPrefer(AppError):
-    status_code = 400
-    code = "invalid_prefer"
-
-
 class InvalidCursor(AppError):
     status_code = 400
     code = "invalid_cursor"

@@ -1,5 +1,6 @@
 """A prediction's input as Replicate's clients send it: split into the model's input and its
-parameters, files read from data URIs or from this server's own file URLs, and ``Prefer: wait``.
+parameters, and files read from data URIs or from this server's own file URLs (``Prefer: wait`` is
+parsed as ``POST /api/jobs`` parses it, by :mod:`mlservice.jobs.prefer`).
 
 No URL is ever fetched: a file input is a data URI or the URL of a file this server already holds
 for the caller (an upload, a job's input, an artifact).
@@ -22,11 +23,10 @@ from mlservice.errors import NotFound
 from mlservice.jobs import service as jobs
 from mlservice.jobs.errors import FileTooLarge, MissingInput
 from mlservice.predictors.base import InvalidInput, Predictor
-from mlservice.replicate.errors import InvalidFileInput, InvalidPrefer, UploadedFileNotFound
+from mlservice.replicate.errors import InvalidFileInput, UploadedFileNotFound
 from mlservice.replicate.uploads import get_upload, upload_key
 from mlservice.storage.base import Storage
 
-MAX_WAIT_S = 60
 TEXT_KEYS = ("text", "prompt")
 FILE_KEYS = ("image", "file")
 
@@ -161,20 +161,3 @@ async def resolve_file(
     if len(stored.data) > max_bytes:
         raise FileTooLarge(f"The file is larger than the limit of {max_bytes} bytes.", limit=max_bytes)
     return FileInput(stored.data, stored.filename)
-
-
-def wait_seconds(prefer: str | None) -> float | None:
-    """The wait that a ``Prefer`` header asks for (``wait`` is 60 s, ``wait=N`` 1 to 60 s)."""
-    if not prefer:
-        return None
-    for preference in prefer.split(","):
-        name, _, value = preference.split(";")[0].partition("=")
-        if name.strip().lower() != "wait":
-            continue  # preferences we do not know are ignored, as RFC 7240 asks
-        value = value.strip().strip('"')
-        if not value:
-            return MAX_WAIT_S
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_WAIT_S:
-            raise InvalidPrefer(f"`Prefer: wait=N` takes N from 1 to {MAX_WAIT_S} seconds.")
-        return int(value)
-    return None

@@ -15,6 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class Storage(Protocol):
+    # Whether a write given a ``session`` is a statement of its unit of work (database storage),
+    # so the unit of work must be a real transaction; file storage writes outside it.
+    joins_transactions: bool
+
     async def put(self, key: str, data: bytes, *, session: AsyncSession | None = None) -> None: ...
 
     async def get(self, key: str, *, session: AsyncSession | None = None) -> bytes:

@@ -20,6 +20,8 @@ from mlservice.types import utcnow
 class DatabaseStorage:
     """Files in the ``stored_files`` table (PostgreSQL ``bytea``; uploads are capped at a few MiB)."""
 
+    joins_transactions = True
+
     def __init__(self, db: Database) -> None:
         if db.is_sqlite:
             # SQLite means one host, where local files do the same job without the writer lock.

@@ -21,6 +21,8 @@ def validate_key(key: str) -> str:
 class LocalStorage:
     """Files under one directory. Keys are relative paths; nothing is ever executable."""
 
+    joins_transactions = False
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 

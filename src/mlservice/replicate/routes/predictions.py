@@ -11,8 +11,8 @@ from mlservice.history.recording import MAX_SLUG_LENGTH, RequestRecord
 from mlservice.jobs import service as jobs
 from mlservice.jobs import usecases
 from mlservice.jobs.prediction_view import prediction_of
+from mlservice.jobs.prefer import wait_seconds
 from mlservice.replicate import predictions
-from mlservice.replicate.inputs import wait_seconds
 from mlservice.replicate.pages import PAGE_SIZE, page_url
 from mlservice.replicate.problems import RECORD_STATE, ReplicateRoute, problems
 from mlservice.replicate.routes.dependencies import (
