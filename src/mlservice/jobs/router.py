@@ -17,7 +17,7 @@ from mlservice.jobs.tables import JobStatus
 from mlservice.jobs.validation import Submission
 from mlservice.jobs.views import job_read, job_summary
 from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_submissions
-from mlservice.users.auth import CurrentUser
+from mlservice.users.auth import CurrentUser, account_checked_by_write
 from mlservice.webhooks.service import subscription
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401))
@@ -46,7 +46,7 @@ async def read_upload(upload: UploadFile | None, max_bytes: int) -> bytes | None
     # 400 a malformed Idempotency-Key or Prefer, 402 not enough credits, 404 no such model, 409 model
     # disabled, 413/415 an upload too large or of the wrong type, 503 the model is not installed here.
     responses={**error_responses(400, 402, 404, 409, 413, 415, 503), **RATE_LIMITED_RESPONSE},
-    dependencies=[Depends(limit_submissions)],
+    dependencies=[Depends(account_checked_by_write), Depends(limit_submissions)],
 )
 async def submit_job(
     user: CurrentUser,

@@ -98,7 +98,8 @@ async def authenticate(request: Request, *, cookie: bool = True) -> Principal | 
     """The active account that sent ``request``, or None.
 
     A request that may write (any method but GET, HEAD, OPTIONS) reads the account afresh, so a
-    deactivation or a lost admin role applies to it at once in every process.
+    deactivation or a lost admin role applies to it at once in every process, unless its route
+    declared that its write checks the account itself (:func:`account_checked_by_write`).
     """
     components: Components = request.app.state.components
     user_id = None
@@ -110,11 +111,22 @@ async def authenticate(request: Request, *, cookie: bool = True) -> Principal | 
         user_id = await _cookie_user(components, request)
     if user_id is None:
         return None
-    principal = await components.principals.user(user_id, fresh=request.method not in _SAFE_METHODS)
+    fresh = request.method not in _SAFE_METHODS and not getattr(request.state, _CHECKED_BY_WRITE, False)
+    principal = await components.principals.user(user_id, fresh=fresh)
     if principal is None or not principal.is_active:
         return None
     note_user(principal.id)  # the request's log event names its user
     return principal
+
+
+_CHECKED_BY_WRITE = "account_checked_by_write"
+
+
+async def account_checked_by_write(request: Request) -> None:
+    """A route dependency, listed before any that authenticates: the route's write refuses an
+    inactive account in its own statement (a submit), so the account as this process last read it
+    will do (no read of it per request)."""
+    setattr(request.state, _CHECKED_BY_WRITE, True)
 
 
 async def current_active_user(

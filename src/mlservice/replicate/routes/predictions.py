@@ -31,6 +31,7 @@ from mlservice.replicate.schemas import (
     VersionedPredictionCreate,
 )
 from mlservice.replicate.versions import slug_of_owner_name, slug_of_version
+from mlservice.users.auth import account_checked_by_write
 from mlservice.users.principals import Principal
 
 router = APIRouter(tags=["replicate"], route_class=ReplicateRoute, responses=problems(401, 422))
@@ -80,7 +81,7 @@ _CREATE_ERRORS = problems(400, 402, 404, 409, 413, 415, 429, 503)
     response_model=Prediction,
     status_code=status.HTTP_201_CREATED,
     responses=_CREATE_ERRORS,
-    dependencies=[Depends(limit_v1_submissions)],
+    dependencies=[Depends(account_checked_by_write), Depends(limit_v1_submissions)],
 )
 async def create_prediction(
     request: Request,
@@ -114,7 +115,7 @@ async def create_prediction(
     response_model=Prediction,
     status_code=status.HTTP_201_CREATED,
     responses=_CREATE_ERRORS,
-    dependencies=[Depends(limit_v1_submissions)],
+    dependencies=[Depends(account_checked_by_write), Depends(limit_v1_submissions)],
 )
 async def create_model_prediction(
     request: Request,
