@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 
 from mlservice.apikeys.uses import KeyUses
+from mlservice.catalog.cache import CatalogCache
 from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
 from mlservice.faces.hooks import face_hooks
@@ -76,10 +77,13 @@ class Components:
     # Access tokens and the accounts they name, from the settings and the database.
     tokens: AccessTokens = field(init=False)
     principals: Principals = field(init=False)
+    # The catalog rows submits read, for a few seconds.
+    catalog: CatalogCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = AccessTokens(self.settings.jwt_secret_value(), self.settings.jwt_lifetime_seconds)
         self.principals = Principals(self.db, self.settings.auth_cache_seconds)
+        self.catalog = CatalogCache(self.db, self.settings.catalog_cache_seconds)
 
 
 def api_body(job: Job) -> dict[str, Any]:

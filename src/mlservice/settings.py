@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # API key before reading it again. Changes made through this process apply at once; through
     # another, within this many seconds (a submit checks the account is active in its own statement).
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    # The same for the catalog rows a submit reads (price, enabled): a change through this process
+    # applies at once, through another within this many seconds.
+    catalog_cache_seconds: float = Field(default=5.0, ge=0, le=60)
     # A second factor for destructive admin operations (deleting request history), sent in the
     # X-Admin-Token header by an admin. Unset: those operations are refused.
     admin_token: SecretStr | None = None

@@ -84,13 +84,18 @@ _models = cast(Table, CatalogModel.__table__)
 _MODEL_ROW = select(_models).where(_models.c.slug == bindparam("b_slug"))
 
 
-async def get_runnable_model(session: AsyncSession, slug: str) -> CatalogModel:
-    """The model if it exists and is enabled, as its row is now: a ``CatalogModel`` of no session
-    (one Core SELECT; nothing is changed through it)."""
+async def read_model(session: AsyncSession, slug: str) -> CatalogModel | None:
+    """The model's row as it is now, enabled or not: a ``CatalogModel`` of no session (one Core
+    SELECT; nothing is changed through it)."""
     row = (await session.execute(_MODEL_ROW, {"b_slug": slug})).first()
-    if row is None:
+    return None if row is None else CatalogModel(**row._mapping)
+
+
+async def get_runnable_model(session: AsyncSession, slug: str) -> CatalogModel:
+    """The model if it exists and is enabled, as its row is now (see :func:`read_model`)."""
+    model = await read_model(session, slug)
+    if model is None:
         raise ModelNotFound(f"There is no model {slug!r}.")
-    model = CatalogModel(**row._mapping)
     if not model.enabled:
         raise ModelDisabled(f"The model {slug!r} is disabled.")
     return model

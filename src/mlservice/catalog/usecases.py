@@ -33,7 +33,7 @@ async def update_model(
     ``model_not_installed``); an unknown slug is ``model_not_found``.
     """
     async with components.db.session(write=True) as session:
-        return await service.update_model(
+        model = await service.update_model(
             session,
             slug,
             price=price,
@@ -42,6 +42,8 @@ async def update_model(
             max_wait_ms=max_wait_ms,
             predictor=components.predictors.get(slug),
         )
+    components.catalog.forget(slug)  # submits here see it at once (elsewhere: within seconds)
+    return model
 
 
 async def runnable_models(components: Components, kind: InputKind | None = None) -> list[CatalogModel]:

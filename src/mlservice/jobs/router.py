@@ -50,7 +50,6 @@ async def read_upload(upload: UploadFile | None, max_bytes: int) -> bytes | None
 )
 async def submit_job(
     user: CurrentUser,
-    session: SessionDep,
     components: ComponentsDep,
     record: PredictionRequestDep,
     model: Annotated[str, Form(description="Catalog slug of the model to run")],
@@ -93,7 +92,6 @@ async def submit_job(
     )
     record.describe(submission)
     hook = subscription(webhook, webhook_events_filter, allow_private=settings.webhook_allow_private)
-    # The model is read in the transaction that authenticated the request (see submit_job).
     if wait_s is None:
         outcome = await usecases.submit_job(
             components,
@@ -102,7 +100,6 @@ async def submit_job(
             record=record,
             idempotency_key=idempotency_key,
             webhook=hook,
-            reader=session,
         )
         # Committed above, before the response goes out.
         return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
@@ -114,7 +111,6 @@ async def submit_job(
         wait_s=wait_s,
         idempotency_key=idempotency_key,
         webhook=hook,
-        reader=session,
     )
     headers = outcome.headers() | {"Preference-Applied": f"wait={int(wait_s)}"}
     return JSONResponse(job_read(job).model_dump(mode="json"), outcome.status_code, headers=headers)

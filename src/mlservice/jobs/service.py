@@ -37,15 +37,20 @@ def input_key(job_id: uuid.UUID) -> str:
     return f"jobs/{job_id}/input"
 
 
+def installed_predictor(model: CatalogModel, predictors: Mapping[str, type[Predictor]]) -> type[Predictor]:
+    """The predictor of a catalog model, if it is installed on this server."""
+    cls = predictors.get(model.slug)
+    if cls is None:
+        raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
+    return cls
+
+
 async def runnable_model(
     session: AsyncSession, slug: str, predictors: Mapping[str, type[Predictor]]
 ) -> tuple[CatalogModel, type[Predictor]]:
     """The catalog row of a model that is enabled and installed on this server, and its predictor."""
     model = await get_runnable_model(session, slug)
-    cls = predictors.get(model.slug)
-    if cls is None:
-        raise ModelUnavailable(f"The model {model.slug!r} is not installed on this server.")
-    return model, cls
+    return model, installed_predictor(model, predictors)
 
 
 async def submit(

@@ -36,7 +36,6 @@ async def submit_job(
     idempotency_key: str | None = None,
     webhook: Subscription | None = None,
     webhook_flavour: str = DEFAULT_FLAVOUR,
-    reader: AsyncSession | None = None,
     job_id: uuid.UUID | None = None,
 ) -> Outcome:
     """Read the model, check and decode the input, then hold the price, queue the job and record
@@ -46,25 +45,16 @@ async def submit_job(
     On PostgreSQL a submit without an Idempotency-Key whose input is not stored in the database
     writes with one statement and no BEGIN/COMMIT: one round trip (see ``service.submit``).
 
-    ``reader``: the request's read session, if the caller has one (the one that authenticated
-    it): the model is read with it, and it is closed before the input is decoded, so no connection
-    is held meanwhile nor while the SQLite writer is awaited. ``job_id``: the new job's id, when
-    the caller chose it.
+    The model comes from the catalog cache (:mod:`mlservice.catalog.cache`), so no connection is
+    held while the input is decoded nor while the SQLite writer is awaited. ``job_id``: the new
+    job's id, when the caller chose it.
     """
     record.describe(submission)
     settings = components.settings
     limits = InputLimits(settings.max_upload_bytes, settings.max_image_pixels)
     try:
-        if reader is not None:
-            model, predictor = await service.runnable_model(
-                reader, submission.model_slug, components.predictors
-            )
-            await reader.close()
-        else:
-            async with components.db.session() as session:
-                model, predictor = await service.runnable_model(
-                    session, submission.model_slug, components.predictors
-                )
+        model = await components.catalog.runnable(submission.model_slug)
+        predictor = service.installed_predictor(model, components.predictors)
         validated = await validate(model, predictor, submission, limits)
         record.describe_input(validated.meta)
         storage = components.storage
@@ -106,7 +96,6 @@ async def submit_and_wait(
     idempotency_key: str | None = None,
     webhook: Subscription | None = None,
     webhook_flavour: str = DEFAULT_FLAVOUR,
-    reader: AsyncSession | None = None,
 ) -> tuple[Outcome, Job]:
     """:func:`submit_job`, then the job once it finished or as it is after ``wait_s``.
 
@@ -124,7 +113,6 @@ async def submit_and_wait(
             idempotency_key=idempotency_key,
             webhook=webhook,
             webhook_flavour=webhook_flavour,
-            reader=reader,
             job_id=job_id,
         )
         if not outcome.replayed:

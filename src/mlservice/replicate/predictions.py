@@ -46,11 +46,11 @@ async def submit_prediction(
 ) -> uuid.UUID:
     """Submit a prediction as ``POST /api/jobs`` submits a job, and return the job's id.
 
-    ``session`` is the request's read session: the model and any file input are read with it,
-    then it is closed before the input is decoded and the write transaction waits for the writer.
+    ``session`` is the request's read session: any file input is read with it, then it is closed
+    before the input is decoded and the write transaction waits for the writer.
     """
     settings = components.settings
-    _, cls = await jobs.runnable_model(session, slug, components.predictors)
+    cls = jobs.installed_predictor(await components.catalog.runnable(slug), components.predictors)
     given = split_input(cls, body.input)
     webhook_url, events = body.webhook, body.webhook_events_filter
     if webhook_url is None and body.webhook_completed is not None:
@@ -74,6 +74,7 @@ async def submit_prediction(
         text=given.text,
     )
     record.describe(submission)
+    await session.close()
     outcome = await usecases.submit_job(
         components,
         user_id=user_id,
@@ -82,7 +83,6 @@ async def submit_prediction(
         idempotency_key=idempotency_key,
         webhook=webhook,
         webhook_flavour=WEBHOOK_FLAVOUR,
-        reader=session,
     )
     return uuid.UUID(str(outcome.body["id"]))
 
