@@ -152,9 +152,10 @@ def test_modules_stay_small(limit: int) -> None:
     assert stale == {}, f"within the limit now, drop from OVERSIZED: {stale}"
 
 
-# Where a unit of work may begin: the use cases, the composition root, the request's read session
-# that authenticates it (API and web pages), the worker's loop and its background tasks, and the
-# database file store's own writes when it is given no transaction.
+# Where a unit of work may begin (a session, or a statement of its own on a driver connection):
+# the use cases, the composition root, the request's read session that authenticates it (API and
+# web pages), the worker's loop and its background tasks, and the database file store's own
+# writes when it is given no transaction.
 UNIT_OF_WORK_OWNERS = {
     "mlservice.components",
     "mlservice.deps",
@@ -172,7 +173,7 @@ def _opens_unit_of_work(path: Path) -> bool:
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "session"
+            and node.func.attr in {"session", "driver"}
             and isinstance(node.func.value, ast.Attribute | ast.Name)
             and (node.func.value.attr if isinstance(node.func.value, ast.Attribute) else node.func.value.id)
             in {"db", "database"}

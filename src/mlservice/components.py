@@ -187,12 +187,17 @@ def build_components(
     )
 
 
-async def connect_queue(components: Components) -> None:
-    """Connect to the broker and start the publisher, the finish events and the deliverer."""
+async def connect_queue(components: Components, *, listen: bool = True) -> None:
+    """Connect to the broker and start the publisher, the finish events and the deliverer.
+
+    ``listen``: hear of jobs finished in other processes, for this process's waiters (a worker
+    process has none, and its own finishes wake no one either).
+    """
     if isinstance(components.queue, RabbitMQQueue):
         await components.queue.connect(components.predictors)
     await components.publisher.start()
-    await components.events.start()
+    if listen:
+        await components.events.start()
     if components.webhooks is not None:
         await components.webhooks.start()
 

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 # Every mapper must be known before the first query, whichever process this is.
 import mlservice.tables  # noqa: F401
@@ -115,6 +119,8 @@ class Database:
             expire_on_commit=False,
         )
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
+        self._driver_pool: asyncpg.Pool | None = None
+        self._driver_pool_opening = asyncio.Lock()
 
     @asynccontextmanager
     async def session(
@@ -151,8 +157,62 @@ class Database:
                 writer.release()
         await _run(callbacks)
 
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """PostgreSQL only: a connection of the driver's own small pool, in autocommit, for
+        :class:`DriverStatement` s that are each a unit of work by themselves (the worker's claim
+        and settle). It has no commit hooks: what must follow the commit follows the block."""
+        if self._driver_pool is None:
+            if self.is_sqlite:
+                raise RuntimeError("driver connections are PostgreSQL's")
+            async with self._driver_pool_opening:
+                if self._driver_pool is None:
+                    url = self.engine.url.set(drivername="postgresql")
+                    self._driver_pool = await asyncpg.create_pool(
+                        url.render_as_string(hide_password=False),
+                        min_size=1,
+                        max_size=10,
+                        reset=_keep_session,
+                    )
+        async with self._driver_pool.acquire() as connection:
+            yield connection
+
     async def dispose(self) -> None:
+        if self._driver_pool is not None:
+            await self._driver_pool.close()
+            self._driver_pool = None
         await self.engine.dispose()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    # Driver statements change nothing in the session (no SET, LISTEN, advisory lock or cursor):
+    # a connection goes back to the pool as it is, without the round trip of asyncpg's RESET ALL.
+    # (asyncpg still rolls back a transaction left open.)
+    return None
+
+
+_DRIVER_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+
+class DriverStatement:
+    """A statement compiled once for PostgreSQL's driver, to run on a :meth:`Database.driver`
+    connection: the hottest statements skip SQLAlchemy's execution (connection, result and type
+    layers), which costs several times what the driver itself spends on them.
+
+    Parameters reach the driver as given, without type processing: UUIDs, aware datetimes, lists
+    for arrays, JSON as text. Rows come back as the driver's records (JSON columns as text).
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=_DRIVER_DIALECT))
+        self.sql = str(compiled)
+        self._names = tuple(compiled.positiontup or ())
+        # Values the statement binds itself (its literals); the caller gives the others.
+        self._own = compiled.params
+
+    async def fetch(self, connection: asyncpg.Connection, params: Mapping[str, Any]) -> list[asyncpg.Record]:
+        args = [params[name] if name in params else self._own[name] for name in self._names]
+        return list(await connection.fetch(self.sql, *args))
 
 
 async def _run(callbacks: list[Callback]) -> None:

@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     vector_index: Literal["auto", "numpy", "pgvector"] = "auto"
     vector_index_url: str = ""  # libpq URL; empty: database_url when it is PostgreSQL
     # Dynamic batching: a worker gathers up to a model's max_batch_size jobs within its max_wait_ms
-    # and runs them as one predict_batch. Off: one job per model run.
+    # (waiting only while more of its jobs are queued: a job alone starts at once) and runs them
+    # as one predict_batch. Off: one job per model run.
     batching: bool = True
     job_max_attempts: int = Field(default=3, ge=1)
     # A failed attempt's job waits base * 2^(attempt-1) seconds, capped, half of it jittered,

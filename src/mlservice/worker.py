@@ -53,7 +53,8 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await connect_queue(components)
+    # Nobody here waits on a job (that is the API's and the bot's): no LISTEN connection.
+    await connect_queue(components, listen=False)
     health: asyncio.Server | None = None
     try:
         await workers.start()

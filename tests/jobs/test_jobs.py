@@ -49,13 +49,15 @@ async def test_model_failure_is_retried_then_fails_and_releases_hold(service: Se
 
 async def test_one_bad_item_does_not_fail_its_batch(service_factory: Any) -> None:
     BatchRecordingEcho.batches.clear()
-    # One attempt: the bad job fails at once instead of coming back for retries of its own.
-    async with service_factory([BatchRecordingEcho], job_max_attempts=1) as service:
+    # Queued before any worker runs, so that the first worker finds the four waiting together.
+    async with service_factory([BatchRecordingEcho], workers=0) as service:
         headers = await service.user()
         texts = ["a", "boom", "c", "d"]
         responses = await asyncio.gather(
             *(submit(service, headers, t, model=BatchRecordingEcho.slug) for t in texts)
         )
+    # One attempt: the bad job fails at once instead of coming back for retries of its own.
+    async with service_factory([BatchRecordingEcho], job_max_attempts=1) as service:
         jobs = [await wait_for_job(service.client, headers, r.json()["id"]) for r in responses]
         assert [j["status"] for j in jobs] == ["succeeded", "failed", "succeeded", "succeeded"]
         assert jobs[1]["error"]["code"] == "prediction_failed"

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -143,12 +143,21 @@ async def announce_finished(session: AsyncSession, job_id: uuid.UUID) -> None:
     finished.append(job_id)
 
 
+def announce_committed(database: Database, job_ids: Iterable[uuid.UUID]) -> None:
+    """Wake this process's waiters on jobs that a committed write finished outside an ORM unit
+    of work (on PostgreSQL such a write notifies the other processes itself, in SQL)."""
+    events = _by_database.get(database)
+    if events is not None:
+        for job_id in job_ids:
+            events.finished(job_id)
+
+
 _FINISHED = "finished_jobs"
 _NOTIFY = select(func.pg_notify(CHANNEL, bindparam("payload", type_=String)))
-# PostgreSQL refuses notification payloads of 8000 bytes or more.
-_PAYLOAD_IDS = 7000 // 37
+# PostgreSQL refuses notification payloads of 8000 bytes or more: ids go in groups of this many.
+IDS_PER_PAYLOAD = 7000 // 37
 
 
 def _payloads(job_ids: list[uuid.UUID]) -> Iterator[str]:
-    for start in range(0, len(job_ids), _PAYLOAD_IDS):
-        yield ",".join(str(job_id) for job_id in job_ids[start : start + _PAYLOAD_IDS])
+    for start in range(0, len(job_ids), IDS_PER_PAYLOAD):
+        yield ",".join(str(job_id) for job_id in job_ids[start : start + IDS_PER_PAYLOAD])

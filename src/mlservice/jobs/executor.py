@@ -18,20 +18,24 @@ from functools import partial
 from typing import Any
 
 import anyio
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.db import Database
+from mlservice.db import Database, after_commit
 from mlservice.jobs import repository
 from mlservice.jobs.attempts import Claimed, Disposition, Outcome
+from mlservice.jobs.batch_settle import Success, settle_successes, settle_successes_alone
+from mlservice.jobs.events import announce_committed
 from mlservice.jobs.hooks import JobHooks
 from mlservice.jobs.retries import Backoff, is_retryable
 from mlservice.jobs.settle import SuccessHook, record_outcome
-from mlservice.observability.jobs import JobTelemetry
+from mlservice.observability.jobs import BatchReport, JobTelemetry
 from mlservice.predictors.base import InvalidInput, PermanentError, PredictInput, PredictOutput
 from mlservice.predictors.pool import PredictorPool
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
+from mlservice.wallet import service as wallet
 from mlservice.webhooks import outbox as webhooks
 
 log = logging.getLogger(__name__)
@@ -65,14 +69,33 @@ class JobExecutor:
         self.retry_delays: dict[uuid.UUID, float] = {}
 
     async def claim(self, job_ids: list[uuid.UUID]) -> list[Claimed]:
-        """Claim the ids still queued, in one statement whatever the batch size."""
+        """Claim the ids still queued, in one statement whatever the batch size (on PostgreSQL,
+        a second one for jobs whose claim writes a webhook's start event with it)."""
         now = utcnow()
-        async with self.db.session(write=True) as session:
-            claimed = await repository.claim(session, job_ids, now, now + self.lease)
-            for job in claimed:
-                # A retried job announced its start on its first attempt.
-                if job.webhook_url and job.attempt == 1 and webhooks.announces(job.webhook_events, "start"):
-                    webhooks.enqueue(session, job.id, "start")
+        lease_until = now + self.lease
+        wanted = sorted(set(job_ids))
+        claimed: list[Claimed] = []
+        if not self.db.is_sqlite:
+            # Most claims write nothing else: a statement of its own, no unit of work around it.
+            async with self.db.driver() as connection:
+                claimed = await repository.claim_quietly(connection, wanted, now, lease_until)
+            # The others are no longer queued (a duplicate delivery), or announce their start.
+            taken = {job.id for job in claimed}
+            wanted = [job_id for job_id in wanted if job_id not in taken]
+        if wanted:
+            async with self.db.session(write=True) as session:
+                rest = await repository.claim(session, wanted, now, lease_until)
+                for job in rest:
+                    # A retried job announced its start on its first attempt.
+                    if (
+                        job.webhook_url
+                        and job.attempt == 1
+                        and webhooks.announces(job.webhook_events, "start")
+                    ):
+                        webhooks.enqueue(session, job.id, "start")
+            claimed = sorted([*claimed, *rest], key=lambda c: c.id)
+        # Renewed from now on. (Had the second claim failed, the first one's jobs would be left to
+        # their lease running out, and to the sweeper.)
         for job in claimed:
             self.running[job.id] = job.attempt
         return claimed
@@ -187,25 +210,66 @@ class JobExecutor:
         for attempt in range(1, DEADLOCK_RETRIES + 1):
             try:
                 return await self._finish(claimed, outcomes, model_slug)
-            except DBAPIError as exc:
-                if (
-                    getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES
-                    or attempt == DEADLOCK_RETRIES
-                ):
+            except (DBAPIError, asyncpg.PostgresError) as exc:
+                # Raised through SQLAlchemy (the error's origin has the code) or by the driver.
+                sqlstate = getattr(getattr(exc, "orig", exc), "sqlstate", None)
+                if sqlstate not in RETRYABLE_SQLSTATES or attempt == DEADLOCK_RETRIES:
                     raise
-                log.warning("finishing a batch of %s hit %s; retrying", model_slug, exc.orig)
+                log.warning("finishing a batch of %s hit %s; retrying", model_slug, exc)
         raise AssertionError("unreachable")
 
     async def _finish(
         self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome], model_slug: str
     ) -> dict[uuid.UUID, Disposition]:
         hooks = self.hooks.get(model_slug)
+        # Plain successes (no artifacts, no hook) settle together: one statement on PostgreSQL.
+        plain = [] if hooks is not None else [job for job in claimed if _is_plain(outcomes[job.id])]
+        alone = len(plain) == len(claimed) and not any(_announces_completion(job) for job in plain)
+        if alone and not self.db.is_sqlite:
+            return await self._settle_alone(plain, outcomes, model_slug)
+        return await self._settle_in_session(claimed, plain, outcomes, model_slug, hooks)
+
+    async def _settle_alone(
+        self, plain: list[Claimed], outcomes: dict[uuid.UUID, Outcome], model_slug: str
+    ) -> dict[uuid.UUID, Disposition]:
+        """PostgreSQL, a batch of nothing but plain successes, none of them news for a webhook:
+        the batch statement is all there is to write, a unit of work by itself."""
+        async with self.db.driver() as connection:
+            recorded = await settle_successes_alone(connection, _successes(plain, outcomes), utcnow())
+        announce_committed(self.db, recorded)
+        report = self.telemetry.report(model_slug)
+        _report_plain(report, plain, outcomes, recorded)
+        await report.committed()
+        return dict.fromkeys((job.id for job in plain), Disposition.ack)
+
+    async def _settle_in_session(
+        self,
+        claimed: list[Claimed],
+        plain: list[Claimed],
+        outcomes: dict[uuid.UUID, Outcome],
+        model_slug: str,
+        hooks: JobHooks | None,
+    ) -> dict[uuid.UUID, Disposition]:
         settled: dict[uuid.UUID, Disposition] = {}
         async with self.db.session(write=True) as session:
             report = self.telemetry.settling(session, model_slug)
+            if plain:
+                # Their wallets move in one statement, before the others': every wallet this
+                # transaction moves is locked first, in user order, as below.
+                await wallet.lock_wallets(session, [job.user_id for job in claimed])
+                connection = await session.connection()
+                recorded = await settle_successes(connection, _successes(plain, outcomes), utcnow())
+                for job in plain:
+                    if job.id in recorded and _announces_completion(job):
+                        webhooks.enqueue(session, job.id, "completed")
+                    settled[job.id] = Disposition.ack
+                _report_plain(report, plain, outcomes, recorded)
+                after_commit(session, partial(_wake, self.db, recorded))
             # Wallets are locked in user order (then jobs in id order), as everywhere a transaction
             # locks several: two workers settling jobs of the same users cannot deadlock.
             for job in sorted(claimed, key=lambda c: (c.user_id, c.id)):
+                if job.id in settled:
+                    continue
                 outcome = outcomes[job.id]
                 if outcome.retryable and job.attempt < self.max_attempts:
                     requeued = await repository.requeue(session, job.id, job.attempt)
@@ -223,13 +287,11 @@ class JobExecutor:
                 if hooks is not None:
                     hook = partial(_on_success, hooks, job)
 
-                recorded = await record_outcome(
+                owned = await record_outcome(
                     session, job.id, job.attempt, outcome, storage=self.storage, on_success=hook
                 )
-                settled[job.id] = (
-                    Disposition.dead_letter if recorded and outcome.retryable else Disposition.ack
-                )
-                if recorded:
+                settled[job.id] = Disposition.dead_letter if owned and outcome.retryable else Disposition.ack
+                if owned:
                     report.finish(job, outcome, dead_letter=outcome.retryable)
         return settled
 
@@ -237,6 +299,38 @@ class JobExecutor:
 # Deadlock detected / serialization failure: the transaction was rolled back whole and can be re-run.
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
 DEADLOCK_RETRIES = 3
+
+
+def _is_plain(outcome: Outcome) -> bool:
+    prediction = outcome.prediction
+    return outcome.error_code is None and prediction is not None and not prediction.artifacts
+
+
+def _announces_completion(job: Claimed) -> bool:
+    return bool(job.webhook_url) and webhooks.announces(job.webhook_events, "completed")
+
+
+def _successes(plain: list[Claimed], outcomes: dict[uuid.UUID, Outcome]) -> list[Success]:
+    successes = []
+    for job in plain:
+        outcome = outcomes[job.id]
+        assert outcome.prediction is not None  # a plain success
+        successes.append(Success(job.id, job.attempt, outcome.prediction.result, outcome.processing_ms))
+    return successes
+
+
+def _report_plain(
+    report: BatchReport, plain: list[Claimed], outcomes: dict[uuid.UUID, Outcome], recorded: set[uuid.UUID]
+) -> None:
+    for job in plain:
+        if job.id in recorded:
+            report.finish(job, outcomes[job.id], dead_letter=False)
+        else:
+            log.warning("job %s attempt %s lost its claim; result dropped", job.id, job.attempt)
+
+
+async def _wake(db: Database, job_ids: set[uuid.UUID]) -> None:
+    announce_committed(db, job_ids)
 
 
 async def _on_success(hooks: JobHooks, job: Claimed, session: AsyncSession, output: PredictOutput) -> None:

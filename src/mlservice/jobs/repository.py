@@ -8,52 +8,84 @@ lost its claim changes nothing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, bindparam, func, or_, select, update
+import asyncpg
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Table,
+    Update,
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mlservice.db import DriverStatement
 from mlservice.jobs.attempts import Claimed
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.types import utcnow
 
 _jobs = cast(Table, Job.__table__)
+
+
 # The hot statements, built once (building them is much of their cost in Python). A claim locks
 # the rows it takes in id order, so two claimers never wait on each other in a cycle; a row that
 # changed while it waited (canceled, claimed) is checked again and left alone.
-_CLAIM = (
-    update(_jobs)
-    .where(
-        _jobs.c.id.in_(
-            select(_jobs.c.id)
-            .where(_jobs.c.id.in_(bindparam("ids", expanding=True)), _jobs.c.status == JobStatus.queued)
-            .order_by(_jobs.c.id)
-            .with_for_update()
-            .scalar_subquery()
-        ),
-        _jobs.c.status == JobStatus.queued,
+def _claim(*which: ColumnElement[bool]) -> Update:
+    return (
+        update(_jobs)
+        .where(
+            _jobs.c.id.in_(
+                select(_jobs.c.id)
+                .where(*which, _jobs.c.status == JobStatus.queued)
+                .order_by(_jobs.c.id)
+                .with_for_update()
+                .scalar_subquery()
+            ),
+            _jobs.c.status == JobStatus.queued,
+        )
+        .values(
+            status=JobStatus.running,
+            attempts=_jobs.c.attempts + 1,
+            started_at=bindparam("now"),
+            lease_expires_at=bindparam("lease_until"),
+        )
+        .returning(
+            _jobs.c.id,
+            _jobs.c.attempts,
+            _jobs.c.user_id,
+            _jobs.c.input_file,
+            _jobs.c.input_text,
+            _jobs.c.params,
+            _jobs.c.created_at,
+            _jobs.c.started_at,
+            _jobs.c.cost,
+            _jobs.c.request_id,
+            _jobs.c.webhook_url,
+            _jobs.c.webhook_events,
+        )
     )
-    .values(
-        status=JobStatus.running,
-        attempts=_jobs.c.attempts + 1,
-        started_at=bindparam("now"),
-        lease_expires_at=bindparam("lease_until"),
-    )
-    .returning(
-        _jobs.c.id,
-        _jobs.c.attempts,
-        _jobs.c.user_id,
-        _jobs.c.input_file,
-        _jobs.c.input_text,
-        _jobs.c.params,
-        _jobs.c.created_at,
-        _jobs.c.started_at,
-        _jobs.c.cost,
-        _jobs.c.request_id,
-        _jobs.c.webhook_url,
-        _jobs.c.webhook_events,
+
+
+_CLAIM = _claim(_jobs.c.id.in_(bindparam("ids", expanding=True)))
+# On PostgreSQL most claims write nothing else: those of jobs without a webhook, or retries
+# (which announced their start on their first attempt). Such a claim is one statement on a driver
+# connection, the ids one array parameter (the same statement whatever the batch size).
+_CLAIM_QUIETLY = DriverStatement(
+    _claim(
+        _jobs.c.id == any_(bindparam("ids", type_=ARRAY(Uuid))),
+        or_(_jobs.c.webhook_url.is_(None), _jobs.c.attempts > 0),
     )
 )
 # The outcome, written only while this attempt still owns the job.
@@ -99,6 +131,24 @@ async def claim(
         _CLAIM, {"ids": sorted(set(job_ids)), "now": now, "lease_until": lease_until}
     )
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+async def claim_quietly(
+    connection: asyncpg.Connection, job_ids: list[uuid.UUID], now: datetime, lease_until: datetime
+) -> list[Claimed]:
+    """PostgreSQL: claim the ids still queued whose claim writes nothing else (see above), in id
+    order; the others stay queued, for :func:`claim`."""
+    rows = await _CLAIM_QUIETLY.fetch(
+        connection, {"ids": sorted(set(job_ids)), "now": now, "lease_until": lease_until}
+    )
+    claimed = []
+    for row in rows:
+        job = Claimed(*row)
+        # The driver's rows carry JSON as text.
+        job.params = json.loads(row["params"])
+        job.webhook_events = None if row["webhook_events"] is None else json.loads(row["webhook_events"])
+        claimed.append(job)
+    return sorted(claimed, key=lambda c: c.id)
 
 
 async def renew_leases(session: AsyncSession, job_ids: list[uuid.UUID], lease_until: datetime) -> int:
@@ -188,6 +238,12 @@ async def queued_jobs(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
         select(Job.id, Job.model_slug).where(Job.status == JobStatus.queued).order_by(Job.created_at)
     )
     return [(job_id, slug) for job_id, slug in rows]
+
+
+async def count_queued_of(session: AsyncSession, model_slug: str, *, at_most: int) -> int:
+    """How many jobs of the model are queued, counting no further than ``at_most``."""
+    queued = select(Job.id).where(Job.status == JobStatus.queued, Job.model_slug == model_slug).limit(at_most)
+    return await session.scalar(select(func.count()).select_from(queued.subquery())) or 0
 
 
 async def count_queued(session: AsyncSession) -> dict[str, int]:

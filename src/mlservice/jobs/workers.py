@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from mlservice.catalog.service import batch_limits
 from mlservice.db import Database
 from mlservice.jobs.attempts import Disposition
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.executor import JobExecutor
-from mlservice.jobs.repository import queued_jobs
+from mlservice.jobs.repository import count_queued_of, queued_jobs
 from mlservice.jobs.settle import sweep
 from mlservice.queue.base import Delivery, JobQueue
 
@@ -115,13 +116,25 @@ class JobWorkers:
             log.exception("preloading %s failed; jobs for it will fail until it loads", slug)
 
     async def _consume(self, slug: str, max_batch: int, max_wait_ms: int) -> None:
+        more_queued = partial(self._more_queued, slug)
         while True:
-            deliveries = await self.queue.next_batch(slug, max_batch, max_wait_ms / 1000)
+            deliveries = await self.queue.next_batch(slug, max_batch, max_wait_ms / 1000, more_queued)
             # Shielded: stopping the worker must not cut a batch off between claim and commit.
             task = asyncio.create_task(self._run(slug, deliveries))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
             await asyncio.shield(task)
+
+    async def _more_queued(self, slug: str, gathered: int) -> bool:
+        """Whether jobs of ``slug`` beyond the ``gathered`` ones in hand are queued: only then is
+        a batch worth waiting for (those may still be on their way from the broker)."""
+        try:
+            async with self.db.session() as session:
+                return await count_queued_of(session, slug, at_most=gathered + 1) > gathered
+        except Exception:
+            # The jobs in hand must not be dropped for it: wait for the batch as if more came.
+            log.warning("could not count the queued jobs of %s", slug, exc_info=True)
+            return True
 
     async def _run(self, slug: str, deliveries: list[Delivery]) -> None:
         try:

@@ -103,9 +103,13 @@ class JobTelemetry:
 
     def settling(self, session: AsyncSession, model: str) -> BatchReport:
         """Collects a batch's settled jobs; reports them once ``session`` commits."""
-        report = BatchReport(self, model)
+        report = self.report(model)
         after_commit(session, report.committed)
         return report
+
+    def report(self, model: str) -> BatchReport:
+        """Collects a batch's settled jobs; its owner calls ``committed()`` after the commit."""
+        return BatchReport(self, model)
 
 
 @dataclass

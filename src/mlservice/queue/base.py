@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+# Given how many jobs a batch holds, whether more of its model are queued (worth waiting for).
+MoreQueued = Callable[[int], Awaitable[bool]]
 
 
 class Delivery(Protocol):
@@ -36,8 +40,11 @@ class JobQueue(Protocol):
         """Hand a job id to the workers; returns once the broker has confirmed it."""
         ...
 
-    async def next_batch(self, model_slug: str, max_size: int, max_wait_s: float) -> list[Delivery]:
-        """Wait for at least one delivery, then gather up to ``max_size`` within ``max_wait_s``."""
+    async def next_batch(
+        self, model_slug: str, max_size: int, max_wait_s: float, more_queued: MoreQueued | None = None
+    ) -> list[Delivery]:
+        """Wait for at least one delivery, then gather up to ``max_size`` within ``max_wait_s``
+        (not waiting at all when ``more_queued`` says that no more are queued)."""
         ...
 
     async def close(self) -> None: ...

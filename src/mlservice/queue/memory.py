@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mlservice.queue.base import Delivery
+from mlservice.queue.base import Delivery, MoreQueued
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,12 @@ class InProcessQueue:
     async def publish(self, model_slug: str, job_id: uuid.UUID) -> None:
         self._queues[model_slug].put_nowait(job_id)
 
-    async def next_batch(self, model_slug: str, max_size: int, max_wait_s: float) -> list[Delivery]:
+    async def next_batch(
+        self, model_slug: str, max_size: int, max_wait_s: float, more_queued: MoreQueued | None = None
+    ) -> list[Delivery]:
         queue = self._queues[model_slug]
-        return [LocalDelivery(job_id, queue) for job_id in await gather_batch(queue, max_size, max_wait_s)]
+        job_ids = await gather_batch(queue, max_size, max_wait_s, more_queued)
+        return [LocalDelivery(job_id, queue) for job_id in job_ids]
 
     async def close(self) -> None:
         return None
@@ -57,11 +60,24 @@ class LocalDelivery:
         log.warning("job %s dropped from the in-process queue after its last attempt", self.job_id)
 
 
-async def gather_batch(queue: asyncio.Queue[T], max_size: int, max_wait_s: float) -> list[T]:
-    """Wait for one item, then take more until ``max_size`` or ``max_wait_s`` after the first."""
+async def gather_batch(
+    queue: asyncio.Queue[T], max_size: int, max_wait_s: float, more_queued: MoreQueued | None = None
+) -> list[T]:
+    """Wait for one item, then take more until ``max_size`` or ``max_wait_s`` after the first.
+
+    Before waiting for items not there yet, ``more_queued`` (if given) is asked whether any are
+    on their way: when none is, the batch goes at once, so that an idle worker starts a job the
+    moment it arrives instead of waiting out ``max_wait_s`` for company that is not coming.
+    """
     batch = [await queue.get()]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait_s
+    _take_ready(queue, batch, max_size)
+    if len(batch) >= max_size or max_wait_s <= 0:
+        return batch
+    if more_queued is not None and not await more_queued(len(batch)):
+        _take_ready(queue, batch, max_size)  # what arrived while it was asked
+        return batch
     while len(batch) < max_size:
         if not queue.empty():
             batch.append(queue.get_nowait())
@@ -74,3 +90,8 @@ async def gather_batch(queue: asyncio.Queue[T], max_size: int, max_wait_s: float
         except TimeoutError:
             break
     return batch
+
+
+def _take_ready(queue: asyncio.Queue[T], batch: list[T], max_size: int) -> None:
+    while len(batch) < max_size and not queue.empty():
+        batch.append(queue.get_nowait())

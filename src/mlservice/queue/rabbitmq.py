@@ -25,7 +25,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from mlservice.queue.base import Delivery
+from mlservice.queue.base import Delivery, MoreQueued
 from mlservice.queue.memory import gather_batch
 
 log = logging.getLogger(__name__)
@@ -255,8 +255,10 @@ class RabbitMQQueue:
                 await consumer.queue.cancel(consumer.tag)
         self._consumers = {}
 
-    async def next_batch(self, model_slug: str, max_size: int, max_wait_s: float) -> list[Delivery]:
-        return await gather_batch(self._buffers[model_slug], max_size, max_wait_s)
+    async def next_batch(
+        self, model_slug: str, max_size: int, max_wait_s: float, more_queued: MoreQueued | None = None
+    ) -> list[Delivery]:
+        return await gather_batch(self._buffers[model_slug], max_size, max_wait_s, more_queued)
 
     async def close(self) -> None:
         self._closing = True

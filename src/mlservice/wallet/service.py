@@ -7,6 +7,7 @@ writes what the change is for (the job, the top-up), so money and the reason for
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -48,6 +49,13 @@ async def lock_wallet(session: AsyncSession, user_id: uuid.UUID) -> Wallet:
     if wallet is None:
         raise NotFound("Wallet not found.", code="wallet_not_found")
     return wallet
+
+
+async def lock_wallets(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> None:
+    """Lock several wallets for a change, in user order: two transactions that each lock several
+    this way never wait on each other in a cycle. (SQLite has one writer already.)"""
+    if session.get_bind().dialect.name != "sqlite":
+        await session.execute(_LOCK_WALLETS, {"user_ids": sorted(set(user_ids))})
 
 
 def _post(
@@ -148,6 +156,12 @@ _MOVE = (
     .returning(_wallets.c.balance, _wallets.c.held)
 )
 _ENTRY = insert(_ledger)
+_LOCK_WALLETS = (
+    select(_wallets.c.user_id)
+    .where(_wallets.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(_wallets.c.user_id)
+    .with_for_update()
+)
 
 
 async def _resolve(session: AsyncSession, job_id: uuid.UUID, to: HoldStatus) -> Resolved | None:
