@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Row,
     Table,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.db import DriverStatement
+from mlservice.db import Database, DriverStatement
 from mlservice.jobs.attempts import Claimed
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.types import utcnow
@@ -272,6 +273,24 @@ async def read_owned(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUI
     change): one Core SELECT, none of the session's identity map (a poll makes many of these)."""
     row = (await session.execute(_OWNED_ROW, {"b_job_id": job_id, "b_user_id": user_id})).first()
     return None if row is None else Job(**row._mapping)
+
+
+_OWNED_BY_DRIVER = DriverStatement(_OWNED_ROW)
+_JSON_COLUMNS = tuple(column.name for column in _jobs.columns if isinstance(column.type, JSON))
+
+
+async def read_owned_directly(db: Database, user_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
+    """:func:`read_owned` on PostgreSQL's driver connection, past SQLAlchemy's session and result
+    layers (every long poll reads its job once or twice)."""
+    async with db.driver() as connection:
+        rows = await _OWNED_BY_DRIVER.fetch(connection, {"b_job_id": job_id, "b_user_id": user_id})
+    if not rows:
+        return None
+    values = dict(rows[0])
+    for name in _JSON_COLUMNS:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
+    return Job(**values)
 
 
 async def many(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:

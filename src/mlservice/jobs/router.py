@@ -136,7 +136,6 @@ async def list_jobs(
 async def get_job(
     job_id: uuid.UUID,
     user: CurrentUser,
-    session: SessionDep,
     components: ComponentsDep,
     wait: Annotated[
         float,
@@ -146,11 +145,10 @@ async def get_job(
             description="Seconds to wait for the job to finish before answering (long polling); 0: at once",
         ),
     ] = 0,
-) -> JSONResponse:
+) -> Response:
     """The job with its result; with ``wait``, answered as soon as it finishes (or when the wait ends)."""
-    # Read with the session that authenticated the request; a wait gives the connection back.
-    job = await usecases.wait_for_job(components, user.id, job_id, wait, reader=session)
-    return JSONResponse(job_read(job).model_dump(mode="json"))
+    job = await usecases.wait_for_job(components, user.id, job_id, wait)
+    return Response(job_read(job).model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))
