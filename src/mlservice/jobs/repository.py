@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mlservice.db import Database, DriverStatement
+from mlservice.db import DriverStatement
 from mlservice.jobs.attempts import Claimed
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.types import utcnow
@@ -279,11 +279,12 @@ _OWNED_BY_DRIVER = DriverStatement(_OWNED_ROW)
 _JSON_COLUMNS = tuple(column.name for column in _jobs.columns if isinstance(column.type, JSON))
 
 
-async def read_owned_directly(db: Database, user_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
-    """:func:`read_owned` on PostgreSQL's driver connection, past SQLAlchemy's session and result
-    layers (every long poll reads its job once or twice)."""
-    async with db.driver() as connection:
-        rows = await _OWNED_BY_DRIVER.fetch(connection, {"b_job_id": job_id, "b_user_id": user_id})
+async def read_owned_directly(
+    connection: asyncpg.Connection, user_id: uuid.UUID, job_id: uuid.UUID
+) -> Job | None:
+    """:func:`read_owned` on a PostgreSQL driver connection (``Database.driver``), past
+    SQLAlchemy's session and result layers (every long poll reads its job once or twice)."""
+    rows = await _OWNED_BY_DRIVER.fetch(connection, {"b_job_id": job_id, "b_user_id": user_id})
     if not rows:
         return None
     values = dict(rows[0])

@@ -168,7 +168,8 @@ async def read_job(
     if reader is not None:
         job = await repository.read_owned(reader, user_id, job_id)
     elif not components.db.is_sqlite:
-        job = await repository.read_owned_directly(components.db, user_id, job_id)
+        async with components.db.driver() as connection:
+            job = await repository.read_owned_directly(connection, user_id, job_id)
     else:
         async with components.db.session() as session:
             job = await repository.read_owned(session, user_id, job_id)
