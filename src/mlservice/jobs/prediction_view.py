@@ -135,9 +135,10 @@ def prediction_of(
 ) -> Prediction:
     """The job in Replicate's shape.
 
-    ``waited_out``: the answer to a ``Prefer: wait`` that ran out before the job finished. Such an
-    answer says ``starting`` whatever the job is doing, as Replicate's does: its clients take any
-    other status in that answer for a finished prediction and stop waiting.
+    ``waited_out``: the answer to a create (a ``Prefer: wait`` that ran out before the job finished,
+    or no wait at all). Such an answer says ``starting`` whatever the unfinished job is doing, as
+    Replicate's does: its clients take any other status in that answer for a finished prediction
+    and stop waiting.
     """
     cls = predictors.get(job.model_slug)
     given: dict[str, Any] = dict(job.params or {})

@@ -64,7 +64,9 @@ async def _create(
     )
     setattr(request.state, RECORD_STATE, None)  # accepted and recorded: what follows is no refusal
     job = await predictions.prediction_job(components, user.id, job_id, wait_s)
-    prediction = prediction_of(job, components.predictors, base, waited_out=wait_s is not None)
+    # A create's answer says `starting` for a job that has not finished, as Replicate's does (a
+    # worker may have picked it up already): its clients poll on from there.
+    prediction = prediction_of(job, components.predictors, base, waited_out=True)
     headers = {"Location": prediction.urls["get"]}
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={int(wait_s)}"
