@@ -61,7 +61,7 @@ bench: install
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/scale.py
-	$(BIN)/python bench/platform.py
+	$(BIN)/python bench/platform_tax.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

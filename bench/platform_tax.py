@@ -1,6 +1,6 @@
 """Benchmark: what a no-op job pays the platform, beside the lean reference of the same job path.
 
-    .venv/bin/python bench/platform.py [--seconds 15] [--results DIR]
+    .venv/bin/python bench/platform_tax.py [--seconds 15] [--results DIR]
 
 Runs ``../shared/perf/floor/run.sh`` (the reference ``floor_app.py``, then mlservice with 1 API and
 1 ``mlservice worker`` on PostgreSQL + RabbitMQ, then the embedded default: SQLite, one process),
