@@ -65,6 +65,8 @@ SLOW: tuple[str, ...] = (
     "tests/security_suites/test_wallet_state_machine.py::test_wallet_state_machine",  # 30 s
     "tests/security_suites/test_privilege_escalation.py::test_no_field_grants_privileges",  # 25 s
     "tests/security_suites/test_authorization.py::test_authorization_matrix",  # 15 s
+    # A PostgreSQL of its own stopped and started under load, then every job waited for: 12 s
+    "tests/ops/test_database_outage.py::test_database_outage_under_load",
 )
 # ...and every test that uses a fixture taking that long to set up: a live `mlservice serve` (about
 # 25 s; shared, but whichever test comes first pays for it), the movie recommender's model (35 s).

@@ -28,6 +28,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 # Every mapper must be known before the first query, whichever process this is.
 import mlservice.tables  # noqa: F401
+from mlservice.errors import AppError, ServiceUnavailable, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,35 @@ def _configure_postgresql(engine: AsyncEngine) -> None:
             raise DisconnectionError("the server closed this connection")
 
 
+# -- outages --------------------------------------------------------------------------------------
+
+outage_log = logging.getLogger("mlservice.dependencies")
+
+
+class DatabaseHealth:
+    """Whether the database was last seen reachable: one warning when it goes, one when it is back
+    (not a traceback per request)."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def went_down(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            outage_log.warning("database unreachable: %s: %s", type(exc).__name__, exc)
+
+    def came_back(self) -> None:
+        if self.down:
+            self.down = False
+            outage_log.warning("database reachable again")
+
+
+def _watch_connections(engine: AsyncEngine, health: DatabaseHealth) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(_dbapi_connection: Any, _record: Any) -> None:
+        health.came_back()
+
+
 def make_engine(url: str, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
@@ -105,6 +135,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url, echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.health = DatabaseHealth()
+        _watch_connections(self.engine, self.health)
         self.sessionmaker = async_sessionmaker(
             self.engine.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
             if self.is_sqlite
@@ -147,11 +179,26 @@ class Database:
                     for callback in pending.values():
                         await callback()
                     await session.commit()
-                except BaseException:
-                    await session.rollback()
+                except BaseException as exc:
+                    outage = not isinstance(exc, AppError) and is_outage(exc)
+                    try:
+                        await session.rollback()
+                    except Exception:
+                        if not outage:
+                            raise
                     await _run(session.info.get("after_rollback", []))
+                    if outage:
+                        # Every surface answers it 503 with Retry-After, not 500 (see errors).
+                        self.health.went_down(exc)
+                        raise ServiceUnavailable("database") from exc
                     raise
                 callbacks = session.info.get("after_commit", [])
+        except OSError as exc:
+            # Closing the session of a connection that died with the server.
+            if not is_outage(exc):
+                raise
+            self.health.went_down(exc)
+            raise ServiceUnavailable("database") from exc
         finally:
             if writer is not None:
                 writer.release()
@@ -162,9 +209,21 @@ class Database:
         """PostgreSQL only: a connection of the driver's own small pool, in autocommit, for
         :class:`DriverStatement` s that are each a unit of work by themselves (the worker's claim
         and settle). It has no commit hooks: what must follow the commit follows the block."""
+        if self.is_sqlite:
+            raise RuntimeError("driver connections are PostgreSQL's")
+        try:
+            pool = await self._open_driver_pool()
+            async with pool.acquire() as connection:
+                self.health.came_back()
+                yield connection
+        except Exception as exc:
+            if isinstance(exc, AppError) or not is_outage(exc):
+                raise
+            self.health.went_down(exc)
+            raise ServiceUnavailable("database") from exc
+
+    async def _open_driver_pool(self) -> asyncpg.Pool:
         if self._driver_pool is None:
-            if self.is_sqlite:
-                raise RuntimeError("driver connections are PostgreSQL's")
             async with self._driver_pool_opening:
                 if self._driver_pool is None:
                     url = self.engine.url.set(drivername="postgresql")
@@ -174,8 +233,7 @@ class Database:
                         max_size=10,
                         reset=_keep_session,
                     )
-        async with self._driver_pool.acquire() as connection:
-            yield connection
+        return self._driver_pool
 
     async def dispose(self) -> None:
         if self._driver_pool is not None:

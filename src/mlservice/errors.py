@@ -6,13 +6,16 @@ replies."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -31,6 +34,51 @@ class AppError(Exception):
         if status_code is not None:
             self.status_code = status_code
         self.details = details
+
+
+RETRY_AFTER_S = 5
+
+
+class ServiceUnavailable(AppError):
+    """A dependency (the database) cannot be reached: 503 with ``Retry-After``; nothing was
+    charged or lost (what did not commit did not happen), and the client may retry (with the same
+    Idempotency-Key)."""
+
+    status_code = 503
+    code = "service_unavailable"
+    headers = {"Retry-After": str(RETRY_AFTER_S)}  # noqa: RUF012 (read only)
+
+    def __init__(self, dependency: str = "database") -> None:
+        super().__init__(f"The {dependency} is unreachable; please try again shortly.", dependency=dependency)
+
+
+# What the database driver raises when the server cannot be reached or went away (refused, shut
+# down, starting up, the connection lost): an outage, not a bug.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    ConnectionError,  # refused, reset, broken pipe
+    socket.gaierror,
+    TimeoutError,  # connecting, or a pool's checkout
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (from the database driver, perhaps wrapped by SQLAlchemy) says the server is
+    unreachable."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _OUTAGES):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class InvalidInput(AppError):

@@ -2,18 +2,14 @@
 
 The machine's PostgreSQL has no pgvector, so the session starts its own server from the build that
 the ``pgserver`` package ships (PostgreSQL 16 with ``vector.so``), on a unix socket in a temporary
-directory. If it cannot start, the tests fail: they are never skipped for want of a server.
+directory (tests/fixtures/pgserver.py). If it cannot start, the tests fail: they are never skipped
+for want of a server.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +29,10 @@ from mlservice.predictors.vector_index import (
     VectorIndexUnavailable,
 )
 from mlservice.settings import Settings
+from tests.fixtures.pgserver import throwaway_postgres
 from tests.fixtures.predictors import EchoText, VectorEcho
 
 SPACE_FILMS = ("2001: A Space Odyssey", "Alien", "Star Wars")
-# pgserver's module is not imported: only its build is used, and importing it has side effects.
-_PGSERVER = importlib.util.find_spec("pgserver")
 # The machine's PostgreSQL (no pgvector), as in conftest.py.
 PG_SERVER = os.environ.get("MLSERVICE_TEST_PG", "postgres@127.0.0.1:5432")
 
@@ -45,87 +40,10 @@ PG_SERVER = os.environ.get("MLSERVICE_TEST_PG", "postgres@127.0.0.1:5432")
 # -- a throwaway PostgreSQL with pgvector -------------------------------------------------------------
 
 
-class _Server:
-    """initdb + pg_ctl of pgserver's build, run as ``nobody`` when the tests run as root."""
-
-    def __init__(self, root: Path, install: Path) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.log = root / "server.log"
-        self.install = install
-        self._as: dict[str, Any] = {}
-        if os.geteuid() == 0:  # postgres refuses to run as root
-            nobody = pwd.getpwnam("nobody")
-            self._as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
-            os.chown(root, nobody.pw_uid, nobody.pw_gid)
-            if self._run_quietly("postgres", "--version").returncode != 0:
-                # The virtualenv lies under a directory that nobody cannot enter: run a copy,
-                # laid out as installed (the binaries find pgserver.libs at ../../../).
-                site = root / "site-packages"
-                self.install = site / "pgserver" / "pginstall"
-                for part in ("bin", "lib", "share"):
-                    shutil.copytree(install / part, self.install / part, symlinks=True)
-                shutil.copytree(install.parent.parent / "pgserver.libs", site / "pgserver.libs")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@/postgres?host={self.root}"
-
-    def start(self) -> None:
-        self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"
-        )
-        options = f"-c listen_addresses='' -k {self.root} -c fsync=off -c full_page_writes=off"
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start"
-        )
-
-    def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._run_quietly("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def _run_quietly(self, program: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-        # Output goes to a file, not a pipe: the server that pg_ctl starts must not hold our pipe.
-        with tempfile.TemporaryFile() as output:
-            result = subprocess.run(
-                [str(self.install / "bin" / program), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-                check=False,
-                **self._as,
-            )
-            output.seek(0)
-            result.stdout = output.read()
-        return result
-
-    def _run(self, program: str, *args: str) -> None:
-        result = self._run_quietly(program, *args)
-        if result.returncode != 0:
-            log = self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-            raise RuntimeError(
-                f"{program} failed ({result.returncode}): {result.stdout.decode(errors='replace')}\n{log}"
-            )
-
-
 @pytest.fixture(scope="session")
 def pgvector_url() -> Iterator[str]:
-    if _PGSERVER is None or _PGSERVER.origin is None:
-        pytest.fail("these tests need the pgserver package (the dev extra): pip install -e '.[dev]'")
-    install = Path(_PGSERVER.origin).resolve().parent / "pginstall"
-    # Directly under the temp dir (pytest's is private to root), with a short path: a unix socket
-    # path must stay under 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="mlservice-pgvector-"))
-    server = None
-    try:
-        server = _Server(root, install)
-        server.start()
-        yield server.url
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with throwaway_postgres("mlservice-pgvector") as server:
+        yield server.url()
 
 
 def normalized(rng: np.random.Generator, rows: int, dim: int) -> npt.NDArray[np.float32]:

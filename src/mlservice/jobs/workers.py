@@ -9,6 +9,7 @@ from functools import partial
 
 from mlservice.catalog.service import batch_limits
 from mlservice.db import Database
+from mlservice.errors import ServiceUnavailable
 from mlservice.jobs.attempts import Disposition
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.executor import JobExecutor
@@ -17,6 +18,8 @@ from mlservice.jobs.settle import sweep
 from mlservice.queue.base import Delivery, JobQueue
 
 log = logging.getLogger(__name__)
+# How long a worker waits before handing back a batch it could not run for a database outage.
+OUTAGE_PAUSE_S = 1.0
 
 
 class JobWorkers:
@@ -139,6 +142,11 @@ class JobWorkers:
     async def _run(self, slug: str, deliveries: list[Delivery]) -> None:
         try:
             dispositions = await self.executor.run_batch(slug, [d.job_id for d in deliveries])
+        except ServiceUnavailable:
+            # The database is away (logged once, by the database): the jobs go back to the queue,
+            # after a pause so that a worker does not spin through its deliveries meanwhile.
+            await asyncio.sleep(OUTAGE_PAUSE_S)
+            dispositions = dict.fromkeys((d.job_id for d in deliveries), Disposition.retry)
         except Exception:
             # Claimed jobs stay `running` until the sweeper retries them; unclaimed ones go back.
             log.exception("batch of %s failed: %s", slug, [d.job_id for d in deliveries])
@@ -177,6 +185,8 @@ class JobWorkers:
                     count = await sweep(session, self.publisher, max_attempts=self.max_attempts)
                 if count:
                     log.warning("swept %d jobs whose lease expired", count)
+            except ServiceUnavailable:
+                pass  # the database is away (logged once, by the database); the next sweep will do
             except Exception:
                 log.exception("lease sweep failed")
 
@@ -186,6 +196,8 @@ class JobWorkers:
             await asyncio.sleep(interval)
             try:
                 await self.executor.renew_leases()
+            except ServiceUnavailable:
+                pass  # logged once, by the database; a lease outlives two missed renewals
             except Exception:
                 log.warning("could not renew job leases", exc_info=True)
 

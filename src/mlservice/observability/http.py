@@ -74,7 +74,7 @@ class RequestLog:
         if self.metrics is not None:
             self.metrics.http_requests.labels(method, route, str(status)).inc()
             self.metrics.http_duration.labels(method, route).observe(seconds)
-        if status >= 500:
+        if status >= 500 and status != 503:  # a 503 is an answer (an outage, logged once), not a bug
             level = logging.ERROR
         elif route in QUIET_ROUTES:
             level = logging.DEBUG

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice import __version__
 from mlservice.db import Database
+from mlservice.errors import ServiceUnavailable
 from mlservice.types import utcnow
 from mlservice.webhooks import outbox
 from mlservice.webhooks.destinations import (
@@ -162,6 +163,8 @@ class WebhookDeliverer:
             self._wake.clear()
             try:
                 await self.dispatch()
+            except ServiceUnavailable:
+                pass  # the database is away (logged once, by the database); the next poll retries
             except Exception:
                 log.warning("could not claim webhook deliveries", exc_info=True)
 
