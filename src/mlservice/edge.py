@@ -18,7 +18,6 @@ import json
 import time
 from collections.abc import Callable
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlservice.observability.context import RequestContext, new_request_id, request_scope, valid_request_id
@@ -59,7 +58,8 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = valid_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER)) or new_request_id()
+        given = next((value for name, value in scope["headers"] if name == _REQUEST_ID), None)
+        request_id = valid_request_id(given.decode("latin-1") if given else None) or new_request_id()
         context = RequestContext(request_id, self.request_log.metrics if self.request_log else None)
         status = 500  # what the client gets if the app raises before answering
         started = False

@@ -67,13 +67,33 @@ class RequestLog:
     def __init__(self, metrics: ServiceMetrics | None = None) -> None:
         self.metrics = metrics
         self.route_template = RouteTemplates()
+        # The labelled series, looked up once each: `labels()` costs a lock and a validation per
+        # call, twice per request. Bounded: methods, route templates and statuses are few.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def _counter(self, method: str, route: str, status: int) -> Any:
+        key = (method, route, status)
+        series = self._counters.get(key)
+        if series is None:
+            assert self.metrics is not None
+            series = self._counters[key] = self.metrics.http_requests.labels(method, route, str(status))
+        return series
+
+    def _histogram(self, method: str, route: str) -> Any:
+        key = (method, route)
+        series = self._histograms.get(key)
+        if series is None:
+            assert self.metrics is not None
+            series = self._histograms[key] = self.metrics.http_duration.labels(method, route)
+        return series
 
     def record(self, scope: Scope, context: RequestContext, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in METHODS else "other"
         route = self.route_template(scope)
         if self.metrics is not None:
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
-            self.metrics.http_duration.labels(method, route).observe(seconds)
+            self._counter(method, route, status).inc()
+            self._histogram(method, route).observe(seconds)
         if status >= 500 and status != 503:  # a 503 is an answer (an outage, logged once), not a bug
             level = logging.ERROR
         elif route in QUIET_ROUTES:
