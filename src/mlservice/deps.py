@@ -30,20 +30,17 @@ def components_of(request: Request) -> Components:
 
 # Async, so FastAPI calls them on the event loop (a plain `def` dependency goes to a thread).
 async def get_components(request: Request) -> Components:
-    components: Components = request.app.state.components
-    return components
+    return components_of(request)
 
 
 async def get_settings(request: Request) -> Settings:
-    components: Components = request.app.state.components
-    return components.settings
+    return components_of(request).settings
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's read session: one connection checkout and one transaction (on SQLite; reads
     on PostgreSQL autocommit) however many dependencies read."""
-    components: Components = request.app.state.components
-    async with components.db.session() as session:
+    async with components_of(request).db.session() as session:
         yield session
 
 

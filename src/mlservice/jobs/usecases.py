@@ -10,8 +10,6 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from mlservice.history.recording import RequestRecord
 from mlservice.history.usecases import record_refusal
 from mlservice.idempotency.service import Outcome
@@ -158,16 +156,9 @@ async def read_artifact(
         return await service.read_artifact(session, components.storage, user_id, job_id, name)
 
 
-async def read_job(
-    components: Components, user_id: uuid.UUID, job_id: uuid.UUID, *, reader: AsyncSession | None = None
-) -> Job:
-    """The job as the database has it now, if ``user_id`` owns it (a read of its row, no more).
-
-    ``reader``: the request's read session, if the caller has one; it is used, not closed.
-    """
-    if reader is not None:
-        job = await repository.read_owned(reader, user_id, job_id)
-    elif not components.db.is_sqlite:
+async def read_job(components: Components, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    """The job as the database has it now, if ``user_id`` owns it (a read of its row, no more)."""
+    if not components.db.is_sqlite:
         async with components.db.driver() as connection:
             job = await repository.read_owned_directly(connection, user_id, job_id)
     else:
@@ -183,25 +174,18 @@ async def wait_for_job(
     user_id: uuid.UUID,
     job_id: uuid.UUID,
     timeout_s: float,
-    *,
-    reader: AsyncSession | None = None,
 ) -> Job:
     """The job once it is finished, or as it is after ``timeout_s``; no connection is held meanwhile.
 
     The job is read once more than it is woken: when already finished, once; else again when its
-    finish is announced (or the wait ends). ``reader``: the request's read session, if the caller
-    has one: the first read uses it, then it is closed before the wait.
+    finish is announced (or the wait ends).
     """
     if timeout_s <= 0:
-        return await read_job(components, user_id, job_id, reader=reader)
+        return await read_job(components, user_id, job_id)
     deadline = asyncio.get_running_loop().time() + timeout_s
     with components.events.waiter(job_id) as woken:
         # Registered first, read second: a finish in between is not missed.
-        try:
-            job = await read_job(components, user_id, job_id, reader=reader)
-        finally:
-            if reader is not None:
-                await reader.close()
+        job = await read_job(components, user_id, job_id)
         if JobStatus(job.status).finished:
             return job
         return await _wait(components, user_id, job_id, woken, deadline)

@@ -19,6 +19,7 @@ from fastapi.security.base import SecurityBase
 from mlservice.apikeys.service import KEY_PREFIX, use_is_due
 from mlservice.errors import AppError, Forbidden
 from mlservice.observability.context import note_user
+from mlservice.security.tokens import Claims
 from mlservice.types import utcnow
 from mlservice.users.principals import Principal
 from mlservice.users.transports import COOKIE_NAME
@@ -73,22 +74,18 @@ async def _token_user(components: Components, scheme: str, credentials: str) -> 
         return holder.user_id
     if scheme != "bearer":
         return None
-    claims = components.tokens.verify(credentials)
+    return await _token_holder(components, components.tokens.verify(credentials), session_required=False)
+
+
+async def _token_holder(
+    components: Components, claims: Claims | None, *, session_required: bool
+) -> uuid.UUID | None:
+    """The account a verified token names; a browser session's token (the cookie's, or the same
+    sent as a bearer token) only while the session lives."""
     if claims is None:
         return None
-    # A browser session's token, sent as a bearer token: only while the session lives.
-    if claims.session_id is not None and (
-        await components.principals.session_user(claims.session_id) != claims.user_id
-    ):
-        return None
-    return claims.user_id
-
-
-async def _cookie_user(components: Components, request: Request) -> uuid.UUID | None:
-    token = request.cookies.get(COOKIE_NAME)
-    claims = components.tokens.verify(token) if token else None
-    if claims is None or claims.session_id is None:
-        return None
+    if claims.session_id is None:
+        return None if session_required else claims.user_id
     if await components.principals.session_user(claims.session_id) != claims.user_id:
         return None
     return claims.user_id
@@ -107,8 +104,8 @@ async def authenticate(request: Request, *, cookie: bool = True) -> Principal | 
     if header:
         scheme, _, credentials = header.strip().partition(" ")
         user_id = await _token_user(components, scheme.lower(), credentials.strip())
-    if user_id is None and cookie:
-        user_id = await _cookie_user(components, request)
+    if user_id is None and cookie and (token := request.cookies.get(COOKIE_NAME)):
+        user_id = await _token_holder(components, components.tokens.verify(token), session_required=True)
     if user_id is None:
         return None
     fresh = request.method not in _SAFE_METHODS and not getattr(request.state, _CHECKED_BY_WRITE, False)

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 # Enough for every account and key that is busy within a few seconds; the oldest go first.
 _MAX_ENTRIES = 100_000
 
-_MISSING = object()
 _USER = select(User.id, User.email, User.is_active, User.is_superuser, User.created_at)
 _SESSION = select(AuthSession.user_id, AuthSession.expires_at).where(AuthSession.ended_at.is_(None))
 _KEY = select(ApiKey.id, ApiKey.user_id, ApiKey.last_used_at).where(ApiKey.revoked_at.is_(None))
@@ -75,8 +74,11 @@ class Principals:
 
     async def user(self, user_id: uuid.UUID, *, fresh: bool = False) -> Principal | None:
         """The account, active or not, or None when there is none."""
-        if not fresh and (hit := self._users.get(user_id, _MISSING)) is not _MISSING:
-            return hit  # type: ignore[return-value]
+        if not fresh:
+            try:
+                return self._users[user_id]
+            except KeyError:
+                pass
         async with self._db.session() as session:
             row = (await session.execute(_USER.where(User.id == user_id))).one_or_none()
         found = None if row is None else Principal(*row)
@@ -85,13 +87,14 @@ class Principals:
 
     async def session_user(self, session_id: uuid.UUID) -> uuid.UUID | None:
         """The account a live (not ended, not expired) browser session belongs to."""
-        live = self._sessions.get(session_id, _MISSING)
-        if live is _MISSING:
+        try:
+            live = self._sessions[session_id]
+        except KeyError:
             async with self._db.session() as session:
                 row = (await session.execute(_SESSION.where(AuthSession.id == session_id))).one_or_none()
             live = None if row is None else _Session(*row)
             self._sessions[session_id] = live
-        if not isinstance(live, _Session) or live.expires_at <= utcnow():
+        if live is None or live.expires_at <= utcnow():
             return None
         return live.user_id
 
@@ -100,8 +103,10 @@ class Principals:
         if not is_well_formed(token):
             return None
         digest = hash_key(token)
-        if (hit := self._keys.get(digest, _MISSING)) is not _MISSING:
-            return hit  # type: ignore[return-value]
+        try:
+            return self._keys[digest]
+        except KeyError:
+            pass
         async with self._db.session() as session:
             row = (await session.execute(_KEY.where(ApiKey.key_hash == digest))).one_or_none()
         found = None if row is None else KeyHolder(*row)
