@@ -34,7 +34,7 @@ class BatchSizeTooLarge(AppError):
 
 async def sync_catalog(session: AsyncSession, predictors: Mapping[str, type[Predictor]]) -> None:
     """Add a catalog row for every installed predictor; keep prices and switches admins set."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     for cls in predictors.values():
         descriptive = {
             "title": cls.title,

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 from sqlalchemy import (
     BigInteger,
@@ -82,13 +82,17 @@ def _count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _from_window(stmt: Select[Any], window: list[ColumnElement[bool]]) -> Select[Any]:
+# Any select, whatever its columns (SQLAlchemy 2.1 types a Select by the tuple of its columns).
+_Stmt = TypeVar("_Stmt", bound="Select[Unpack[tuple[Any, ...]]]")
+
+
+def _from_window(stmt: _Stmt, window: list[ColumnElement[bool]]) -> _Stmt:
     return (
         stmt.select_from(PredictionRequest).outerjoin(Job, Job.id == PredictionRequest.job_id).where(*window)
     )
 
 
-def _grouped(stmt: Select[Any], by_model: bool) -> Select[Any]:
+def _grouped(stmt: _Stmt, by_model: bool) -> _Stmt:
     return stmt.group_by(PredictionRequest.model_slug) if by_model else stmt
 
 
@@ -278,7 +282,7 @@ async def compute(
     per_model = await _counts(session, window, by_model=True)
     (overall,) = (await _counts(session, window, by_model=False)).values()
     rejections = await _rejections(session, window)
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         durations = await _durations_postgresql(session, window, by_model=True)
         (all_durations,) = (await _durations_postgresql(session, window, by_model=False)).values()
     else:
@@ -372,7 +376,7 @@ async def requests_over_time(
     ]
     rows = _from_window(
         select(
-            _bucket_number(session.bind.dialect.name, width).label("slot"),
+            _bucket_number(session.get_bind().dialect.name, width).label("slot"),
             PredictionRequest.http_status.label("http_status"),
             Job.status.label("job_status"),
         ),
