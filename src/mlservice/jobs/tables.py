@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlservice.orm import Base
@@ -51,7 +51,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    processing_ms: Mapped[float | None] = mapped_column()
+    # Float as the migration built it (SQLAlchemy 2.1 maps a bare float to Double)
+    processing_ms: Mapped[float | None] = mapped_column(Float)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When a durable broker confirmed the job's message (NULL: not yet, so the relay republishes it).
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
