@@ -70,7 +70,10 @@ async def bench_jobs(cache: Path, image: bytes, count: int) -> None:
             database_url=url,
             model_cache_dir=cache,
             preload_models=True,
-            rate_limits_enabled=False,  # one user submits --jobs jobs as fast as it can
+            # one user submits --jobs jobs as fast as it can: no rate limit, no backpressure cap
+            rate_limits_enabled=False,
+            max_unfinished_jobs_per_user=0,
+            max_queued_jobs_per_model=0,
         )  # type: ignore[call-arg]
         app = create_app(settings)
         async with app.router.lifespan_context(app):

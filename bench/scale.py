@@ -168,6 +168,9 @@ def mlservice_env(**values: str) -> dict[str, str]:
     env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "OPENBLAS_NUM_THREADS": "1"})
     # A load generator is many requests from one address by design.
     env["MLSERVICE_RATE_LIMITS_ENABLED"] = "false"
+    # The backlog cells queue thousands of jobs from eight accounts on purpose: no backpressure caps.
+    env["MLSERVICE_MAX_UNFINISHED_JOBS_PER_USER"] = "0"
+    env["MLSERVICE_MAX_QUEUED_JOBS_PER_MODEL"] = "0"
     env.update(values)
     return env
 
@@ -629,6 +632,8 @@ async def deployment(
                     "MLSERVICE_PRELOAD_MODELS": "true",
                     # A load generator is many requests from one address by design.
                     "MLSERVICE_RATE_LIMITS_ENABLED": "false",
+                    "MLSERVICE_MAX_UNFINISHED_JOBS_PER_USER": "0",
+                    "MLSERVICE_MAX_QUEUED_JOBS_PER_MODEL": "0",
                     **(extra_env or {}),
                 },
                 model_cache_dir=cache,

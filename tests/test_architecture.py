@@ -154,8 +154,8 @@ def test_modules_stay_small(limit: int) -> None:
 
 # Where a unit of work may begin (a session, or a statement of its own on a driver connection):
 # the use cases, the composition root, the request's read session that authenticates it (API and
-# web pages), the worker's loop and its background tasks, and the database file store's own
-# writes when it is given no transaction.
+# web pages), the worker's loop and its background tasks, the database file store's own writes
+# when it is given no transaction, and the queue caps' periodic read of the queue depths.
 UNIT_OF_WORK_OWNERS = {
     "mlservice.components",
     "mlservice.deps",
@@ -163,6 +163,7 @@ UNIT_OF_WORK_OWNERS = {
     "mlservice.jobs.executor",
     "mlservice.jobs.workers",
     "mlservice.jobs.dispatch",
+    "mlservice.jobs.backpressure",
     "mlservice.webhooks.deliverer",
     "mlservice.storage.database",
 }

@@ -24,6 +24,7 @@ from mlservice.catalog.service import sync_catalog
 from mlservice.db import Database
 from mlservice.faces.hooks import face_hooks
 from mlservice.jobs import repository as jobs_repository
+from mlservice.jobs.backpressure import QueueCaps
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.events import JobEvents
 from mlservice.jobs.executor import JobExecutor
@@ -79,11 +80,18 @@ class Components:
     principals: Principals = field(init=False)
     # The catalog rows submits read, for a few seconds.
     catalog: CatalogCache = field(init=False)
+    # The models' queue caps, against queue depths read at most every second or so.
+    queue_caps: QueueCaps = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = AccessTokens(self.settings.jwt_secret_value(), self.settings.jwt_lifetime_seconds)
         self.principals = Principals(self.db, self.settings.auth_cache_seconds)
         self.catalog = CatalogCache(self.db, self.settings.catalog_cache_seconds)
+        self.queue_caps = QueueCaps(
+            self.db,
+            default_cap=self.settings.max_queued_jobs_per_model,
+            ttl_seconds=self.settings.queue_depth_cache_seconds,
+        )
 
 
 def api_body(job: Job) -> dict[str, Any]:

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
 
+    # Backpressure (0: no cap). One account may have this many unfinished (queued or running) jobs;
+    # past it a submit is 429 too_many_unfinished_jobs. A model queues this many jobs unless the
+    # catalog sets its own (models.max_queued_jobs); past it a submit is 503 model_queue_full. The
+    # queue's count is re-read at most every queue_depth_cache_seconds per process.
+    max_unfinished_jobs_per_user: int = Field(default=100, ge=0)
+    max_queued_jobs_per_model: int = Field(default=1000, ge=0)
+    queue_depth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+
     # Consumers per model in this process (0: an API process that runs no jobs). With two, one
     # batch's claim and commit overlap the other's model run; model runs themselves never overlap.
     workers: int = Field(default=2, ge=0)

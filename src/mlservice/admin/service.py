@@ -71,7 +71,7 @@ async def list_accounts(session: AsyncSession, *, search: str | None, limit: int
         .limit(limit)
         .offset(offset)
     )
-    return AccountPage([Account(user, wallet) for user, wallet in rows.tuples()], total or 0)
+    return AccountPage([Account(user, wallet) for user, wallet in rows], total or 0)
 
 
 async def get_account(session: AsyncSession, user_id: uuid.UUID) -> Account:

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from mlservice.catalog import service, usecases
 from mlservice.catalog.schemas import AdminModelRead, ModelRead, ModelUpdate
+from mlservice.catalog.service import KEEP
 from mlservice.catalog.tables import CatalogModel
 from mlservice.deps import ComponentsDep, SessionDep
 from mlservice.errors import error_responses
@@ -36,6 +37,8 @@ def _admin_read(model: CatalogModel, components: ComponentsDep) -> AdminModelRea
         max_batch_size=model.max_batch_size,
         max_wait_ms=model.max_wait_ms,
         batch_size_limit=predictor.max_batch_size if predictor else None,
+        max_queued_jobs=model.max_queued_jobs,
+        queue_cap=components.queue_caps.cap_of(model),
     )
 
 
@@ -60,7 +63,8 @@ async def admin_list_models(
 async def admin_update_model(
     slug: str, body: ModelUpdate, _: AdminUser, components: ComponentsDep
 ) -> AdminModelRead:
-    """Change price, availability or batching limits (which workers apply when they start)."""
+    """Change price, availability, batching limits (which workers apply when they start) or the
+    model's queue cap."""
     model = await usecases.update_model(
         components,
         slug,
@@ -68,5 +72,7 @@ async def admin_update_model(
         enabled=body.enabled,
         max_batch_size=body.max_batch_size,
         max_wait_ms=body.max_wait_ms,
+        # null is a value here (back to the default); left out, the cap stays as it is
+        max_queued_jobs=body.max_queued_jobs if "max_queued_jobs" in body.model_fields_set else KEEP,
     )
     return _admin_read(model, components)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import cast
 
@@ -101,6 +102,15 @@ async def get_runnable_model(session: AsyncSession, slug: str) -> CatalogModel:
     return model
 
 
+class Keep(enum.Enum):
+    """An argument meaning "as it is", where None means something else (a cap back to its default)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
 async def update_model(
     session: AsyncSession,
     slug: str,
@@ -109,6 +119,7 @@ async def update_model(
     enabled: bool | None,
     max_batch_size: int | None = None,
     max_wait_ms: int | None = None,
+    max_queued_jobs: int | Keep | None = KEEP,
     predictor: type[Predictor] | None = None,
 ) -> CatalogModel:
     """Change price, availability or batching. Jobs keep the price they were submitted at
@@ -132,6 +143,8 @@ async def update_model(
         model.max_batch_size = max_batch_size
     if max_wait_ms is not None:
         model.max_wait_ms = max_wait_ms
+    if not isinstance(max_queued_jobs, Keep):
+        model.max_queued_jobs = max_queued_jobs
     if price is not None:
         model.price = price
     if enabled is not None:

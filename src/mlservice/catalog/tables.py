@@ -26,5 +26,8 @@ class CatalogModel(Base):
     max_batch_size: Mapped[int] = mapped_column(Integer, default=1)
     # NULL only in rows older than this column, until the next catalog sync seeds it.
     max_wait_ms: Mapped[int | None] = mapped_column(Integer)
+    # The most jobs its queue holds before submits are refused (NULL: MLSERVICE_MAX_QUEUED_JOBS_PER_MODEL;
+    # 0: no cap).
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -25,12 +25,14 @@ async def update_model(
     enabled: bool | None = None,
     max_batch_size: int | None = None,
     max_wait_ms: int | None = None,
+    max_queued_jobs: int | service.Keep | None = service.KEEP,
 ) -> CatalogModel:
     """Change what is given (``None``: unchanged) and return the model as committed.
 
     Jobs keep the price they were submitted at; workers take batching limits when they start. A
     batch size is checked against the model installed in this process (``batch_size_too_large``,
-    ``model_not_installed``); an unknown slug is ``model_not_found``.
+    ``model_not_installed``); an unknown slug is ``model_not_found``. ``max_queued_jobs``: None
+    is the server's default; left out, the cap is unchanged.
     """
     async with components.db.session(write=True) as session:
         model = await service.update_model(
@@ -40,6 +42,7 @@ async def update_model(
             enabled=enabled,
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
+            max_queued_jobs=max_queued_jobs,
             predictor=components.predictors.get(slug),
         )
     components.catalog.forget(slug)  # submits here see it at once (elsewhere: within seconds)

@@ -1,6 +1,7 @@
 """The writes of an accepted submit, in as few statements as each database allows.
 
-A job is admitted when its owner's account is active and the wallet can cover the price: the price
+A job is admitted when its owner's account is active, has fewer unfinished jobs than its cap (when
+there is one: ``MLSERVICE_MAX_UNFINISHED_JOBS_PER_USER``) and the wallet can cover the price: the price
 is held (``wallets.held``), and the job, its hold, the hold's ledger entry (with the totals it left)
 and the accepted request's history row are written together. On PostgreSQL that is one statement,
 a chain of data-modifying CTEs hanging off the guarded wallet UPDATE: nothing is written unless
@@ -8,6 +9,8 @@ that UPDATE matched, so a refusal writes nothing and costs no rollback. The guar
 concurrent submits safe: the UPDATE locks the wallet row, and a submit that waited for another's
 lock checks ``balance - held >= price`` again on the row that one left (READ COMMITTED re-checks
 the updated row), so no two holds can spend the same credits; the table's checks refuse it too.
+The cap on unfinished jobs is backpressure, not money: its count is of the statement's snapshot, so
+submits of one user racing each other may pass it together (by at most as many as race).
 
 A CTE rather than a server-side function: the statement lives next to the tables it writes, in
 the code that reviews and tests read, changes without a migration (and without a schema version
@@ -29,6 +32,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     exists,
+    func,
     insert,
     literal,
     null,
@@ -40,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import AppError, NotFound
 from mlservice.history.tables import PredictionRequest
-from mlservice.jobs.errors import AccountInactive
+from mlservice.jobs.errors import AccountInactive, TooManyUnfinishedJobs
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.users.tables import User
 from mlservice.wallet.errors import InsufficientCredits
@@ -60,12 +64,33 @@ _job_id = bindparam("b_job_id", type_=_jobs.c.id.type)
 _now = bindparam("b_now", type_=_jobs.c.created_at.type)
 
 _active = exists().where(_users.c.id == _user_id, _users.c.is_active.is_(true()))
-_HOLD_PRICE = (
-    update(_wallets)
-    .where(_wallets.c.user_id == _user_id, _wallets.c.balance - _wallets.c.held >= _price, _active)
-    .values(held=_wallets.c.held + _price, updated_at=_now)
-    .returning(_wallets.c.user_id, _wallets.c.balance, _wallets.c.held)
+# The user's unfinished jobs, counted up to the cap only (the partial index ix_jobs_unfinished
+# holds just these rows): what it costs does not grow with a user's history or a long queue.
+_cap = bindparam("b_unfinished_cap", type_=BigInteger)
+UNFINISHED = (JobStatus.queued.value, JobStatus.running.value)
+_unfinished = (
+    select(func.count())
+    .select_from(
+        select(_jobs.c.id)
+        .where(_jobs.c.user_id == _user_id, _jobs.c.status.in_(UNFINISHED))
+        .limit(_cap)
+        .subquery()
+    )
+    .scalar_subquery()
 )
+
+
+def _hold_price(capped: bool) -> Any:
+    guards = [_wallets.c.user_id == _user_id, _wallets.c.balance - _wallets.c.held >= _price, _active]
+    if capped:
+        guards.append(_unfinished < _cap)
+    return (
+        update(_wallets)
+        .where(*guards)
+        .values(held=_wallets.c.held + _price, updated_at=_now)
+        .returning(_wallets.c.user_id, _wallets.c.balance, _wallets.c.held)
+    )
+
 
 _JOB_VALUES: dict[str, Any] = {
     "id": _job_id,
@@ -126,8 +151,8 @@ def _insert_from(table: Table, source: Any, values: dict[str, Any]) -> Any:
     return insert(table).from_select(list(values), select(*values.values()).select_from(source))
 
 
-def _admit_in_one_statement() -> Any:
-    held = _HOLD_PRICE.cte("held")
+def _admit_in_one_statement(capped: bool) -> Any:
+    held = _hold_price(capped).cte("held")
     job = _insert_from(_jobs, held, _JOB_VALUES).returning(_jobs.c.id).cte("job")
     hold = _insert_from(_holds, held, _HOLD_VALUES).cte("hold")
     entry = _insert_from(_ledger, held, _ledger_values(held.c.balance, held.c.held)).cte("entry")
@@ -136,7 +161,9 @@ def _admit_in_one_statement() -> Any:
     return select(job.c.id).add_cte(hold, entry, request)
 
 
-_ADMIT = _admit_in_one_statement()
+# [without a cap on unfinished jobs, with one]
+_ADMIT = (_admit_in_one_statement(False), _admit_in_one_statement(True))
+_HOLD_PRICE = (_hold_price(False), _hold_price(True))
 # SQLite: the same writes one by one, in the caller's transaction.
 _INSERT_JOB = insert(_jobs).values(_JOB_VALUES)
 _INSERT_HOLD = insert(_holds).values(_HOLD_VALUES)
@@ -149,19 +176,23 @@ _INSERT_REQUEST = insert(_requests).values(_REQUEST_VALUES)
 
 # What the account looks like when a submit was refused: why it was.
 _STANDING = (
-    select(_users.c.is_active, _wallets.c.balance, _wallets.c.held)
+    select(_users.c.is_active, _wallets.c.balance, _wallets.c.held, _unfinished.label("unfinished"))
     .select_from(_users.outerjoin(_wallets, _wallets.c.user_id == _users.c.id))
     .where(_users.c.id == _user_id)
 )
 
 
-async def admit(session: AsyncSession, values: dict[str, Any]) -> bool:
+async def admit(session: AsyncSession, values: dict[str, Any], unfinished_cap: int = 0) -> bool:
     """Hold the price and write the job, its hold, ledger entry and history row; False (and
-    nothing written) when the account is inactive or cannot cover the price."""
+    nothing written) when the account is inactive, has ``unfinished_cap`` unfinished jobs already
+    (0: no cap) or cannot cover the price."""
     connection = await session.connection()
+    capped = unfinished_cap > 0
+    if capped:
+        values = {**values, "b_unfinished_cap": unfinished_cap}
     if connection.dialect.name != "sqlite":
-        return (await connection.execute(_ADMIT, values)).first() is not None
-    totals = (await connection.execute(_HOLD_PRICE, values)).first()
+        return (await connection.execute(_ADMIT[capped], values)).first() is not None
+    totals = (await connection.execute(_HOLD_PRICE[capped], values)).first()
     if totals is None:
         return False
     await connection.execute(_INSERT_JOB, values)
@@ -173,17 +204,27 @@ async def admit(session: AsyncSession, values: dict[str, Any]) -> bool:
     return True
 
 
-async def refusal(session: AsyncSession, user_id: uuid.UUID, price: int) -> AppError | None:
+async def refusal(
+    session: AsyncSession, user_id: uuid.UUID, price: int, unfinished_cap: int = 0
+) -> AppError | None:
     """Why :func:`admit` refused, as the error to answer with; None if the account, read again
     now, could pay (it changed in between: the caller may try once more)."""
     connection = await session.connection()
-    standing = (await connection.execute(_STANDING, {"b_user_id": user_id})).first()
+    # Without a cap, the count stops at one row: it decides nothing then.
+    params = {"b_user_id": user_id, "b_unfinished_cap": max(unfinished_cap, 1)}
+    standing = (await connection.execute(_STANDING, params)).first()
     if standing is None:
         return AccountInactive("This account no longer exists.")
     if not standing.is_active:
         return AccountInactive("This account is deactivated.")
     if standing.balance is None:
         return NotFound("Wallet not found.", code="wallet_not_found")
+    if unfinished_cap > 0 and standing.unfinished >= unfinished_cap:
+        return TooManyUnfinishedJobs(
+            f"You have {unfinished_cap} unfinished jobs, the most one account may have; submit "
+            "again when some of them have finished.",
+            limit=unfinished_cap,
+        )
     available = standing.balance - standing.held
     if price > available:
         return InsufficientCredits(

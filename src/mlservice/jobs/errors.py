@@ -1,4 +1,4 @@
-from mlservice.errors import AppError, NotFound
+from mlservice.errors import RETRY_AFTER_S, AppError, NotFound
 
 
 class JobNotFound(NotFound):
@@ -31,3 +31,20 @@ class AccountInactive(AppError):
 
     status_code = 401
     code = "account_inactive"
+
+
+class TooManyUnfinishedJobs(AppError):
+    """The user's cap on unfinished (queued or running) jobs: nothing held, nothing written."""
+
+    status_code = 429
+    code = "too_many_unfinished_jobs"
+    headers = {"Retry-After": str(RETRY_AFTER_S)}  # noqa: RUF012 (read only)
+
+
+class ModelQueueFull(AppError):
+    """The model's queue holds as many jobs as its cap allows: the service, not the user, is short
+    of capacity (503), and nothing was held or written."""
+
+    status_code = 503
+    code = "model_queue_full"
+    headers = {"Retry-After": str(RETRY_AFTER_S)}  # noqa: RUF012 (read only)

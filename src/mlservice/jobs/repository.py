@@ -252,7 +252,7 @@ async def count_queued(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         select(Job.model_slug, func.count()).where(Job.status == JobStatus.queued).group_by(Job.model_slug)
     )
-    return {slug: int(count) for slug, count in rows.tuples()}
+    return {slug: int(count) for slug, count in rows}
 
 
 # -- reads --------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ async def runs_per_model(session: AsyncSession, user_id: uuid.UUID) -> dict[str,
     rows = await session.execute(
         select(Job.model_slug, func.count()).where(Job.user_id == user_id).group_by(Job.model_slug)
     )
-    return {slug: count for slug, count in rows.tuples()}
+    return {slug: count for slug, count in rows}
 
 
 # -- writes of the API's path -------------------------------------------------------------------

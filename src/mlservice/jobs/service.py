@@ -69,6 +69,7 @@ async def submit(
     webhook_events: Sequence[str] | None = None,
     webhook_flavour: str = webhooks.DEFAULT_FLAVOUR,
     job_id: uuid.UUID | None = None,
+    unfinished_cap: int = 0,
 ) -> idempotency.Outcome:
     """Validate, hold the price, queue the job and record the accepted request, all in the
     caller's unit of work.
@@ -81,6 +82,7 @@ async def submit(
     ``webhook_*``: the job's webhook, checked by the caller (``webhooks.service.subscription``);
     ``webhook_flavour`` names the formatter of its bodies (see :mod:`mlservice.webhooks`).
     ``job_id``: the new job's id, if the caller chose it (to wait for it before it exists).
+    ``unfinished_cap``: the most unfinished jobs the user may have (0: no cap), checked with the hold.
     """
     if validated is None or validated.model is None:
         found, cls = await runnable_model(session, submission.model_slug, predictors)
@@ -145,9 +147,9 @@ async def submit(
         # A second try only if the account, read after a refusal, could pay after all: it
         # changed in between (a concurrent release, a top-up).
         for _ in range(2):
-            if await admission.admit(session, values):
+            if await admission.admit(session, values, unfinished_cap):
                 return 201, body
-            refused = await admission.refusal(session, user_id, model.price)
+            refused = await admission.refusal(session, user_id, model.price, unfinished_cap)
             if refused is not None:
                 raise refused
         raise InsufficientCredits(

@@ -30,6 +30,13 @@ class Job(Base):
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
         Index("ix_jobs_status_published_at", "status", "published_at"),
+        # Only unfinished jobs: what the cap on a user's unfinished jobs counts at each submit.
+        Index(
+            "ix_jobs_unfinished_user_id",
+            "user_id",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

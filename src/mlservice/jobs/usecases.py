@@ -45,7 +45,9 @@ async def submit_job(
 
     The model comes from the catalog cache (:mod:`mlservice.catalog.cache`), so no connection is
     held while the input is decoded nor while the SQLite writer is awaited. ``job_id``: the new
-    job's id, when the caller chose it.
+    job's id, when the caller chose it. Backpressure refuses before anything is held: the model's
+    queue cap (:mod:`mlservice.jobs.backpressure`) first, the user's cap on unfinished jobs in the
+    admitting statement itself.
     """
     record.describe(submission)
     settings = components.settings
@@ -53,6 +55,7 @@ async def submit_job(
     try:
         model = await components.catalog.runnable(submission.model_slug)
         predictor = service.installed_predictor(model, components.predictors)
+        await components.queue_caps.check(model)
         validated = await validate(model, predictor, submission, limits)
         record.describe_input(validated.meta)
         storage = components.storage
@@ -76,7 +79,10 @@ async def submit_job(
                 webhook_events=webhook.events if webhook else None,
                 webhook_flavour=webhook_flavour,
                 job_id=job_id,
+                unfinished_cap=settings.max_unfinished_jobs_per_user,
             )
+        if not outcome.replayed:
+            components.queue_caps.admitted(model.slug)
         record.recorded = True
     except Exception as exc:
         await record_refusal(components.db, record, exc)
