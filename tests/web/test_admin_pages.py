@@ -313,9 +313,24 @@ async def test_price_change_shows_on_the_home_page(service: Service) -> None:
         assert "test-echo" in (await admin.get("/admin/models")).text
 
 
+async def test_queue_cap_set_reset_and_lifted_from_the_form(service: Service) -> None:
+    async with browser(service, await new_admin(service)) as admin:
+        page = text(await admin.get("/admin/models"))
+        assert re.search(r'id="queue-test-echo"[^>]*value=""[^>]*placeholder="1000"', page, re.S)
+        r = await submit(admin, "/admin/models/test-echo", **model_form(max_queued_jobs="50"))
+        assert "Saved Echo (tests): queue cap 50." in await follow(admin, r)
+        r = await submit(admin, "/admin/models/test-echo", **model_form(max_queued_jobs="0"))
+        assert "Saved Echo (tests): no queue cap." in await follow(admin, r)
+        r = await submit(admin, "/admin/models/test-echo", **model_form(max_queued_jobs=""))
+        assert "Saved Echo (tests): queue cap: the default." in await follow(admin, r)
+        r = await submit(admin, "/admin/models/test-echo", **model_form(max_queued_jobs=""))
+        assert "Nothing to change for Echo (tests)." in await follow(admin, r)
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
+        ({"max_queued_jobs": "-5"}, "queue", "Queue cap: must be greater than or equal to 0."),
         ({"price": "-1"}, "price", "Price: must be greater than or equal to 0."),
         ({"price": "lots"}, "price", "Price: enter a whole number, not 'lots'."),
         ({"price": ""}, "price", "Price: enter a whole number."),

@@ -1,4 +1,5 @@
-"""The admin models page: every model in the catalog with its edit form (price, enabled, batching)."""
+"""The admin models page: every model in the catalog with its edit form (price, enabled, batching,
+queue cap)."""
 
 from __future__ import annotations
 
@@ -40,18 +41,22 @@ class ModelForm:
     enabled: bool
     max_batch_size: str
     max_wait_ms: str
+    # Empty: the server's default cap.
+    max_queued_jobs: str
     errors: dict[str, str]
 
     @classmethod
     def of(cls, model: CatalogModel) -> ModelForm:
         wait = "" if model.max_wait_ms is None else str(model.max_wait_ms)
-        return cls(str(model.price), model.enabled, str(model.max_batch_size), wait, {})
+        queued = "" if model.max_queued_jobs is None else str(model.max_queued_jobs)
+        return cls(str(model.price), model.enabled, str(model.max_batch_size), wait, queued, {})
 
 
 _MODEL_FIELDS = {
     "price": "Price",
     "max_batch_size": "Max batch size",
     "max_wait_ms": "Max wait",
+    "max_queued_jobs": "Queue cap",
 }
 
 
@@ -61,6 +66,10 @@ def _model_changes(model: CatalogModel, form: ModelForm) -> dict[str, Any]:
     for name, label in _MODEL_FIELDS.items():
         typed = getattr(form, name).strip()
         if not typed:
+            if name == "max_queued_jobs":
+                if model.max_queued_jobs is not None:
+                    changes[name] = None  # back to the server's default
+                continue
             if name == "max_wait_ms" and model.max_wait_ms is None:
                 continue
             form.errors[name] = f"{label}: enter a whole number."
@@ -110,6 +119,7 @@ async def _models_page(
         forms=shown,
         limits=limits,
         max_wait=MAX_WAIT_MS,
+        default_queue_cap=components.settings.max_queued_jobs_per_model,
         status_code=status_code,
     )
 
@@ -132,11 +142,12 @@ async def update_model(
     enabled: TextField = "",
     max_batch_size: TextField = "",
     max_wait_ms: TextField = "",
+    max_queued_jobs: TextField = "",
     csrf: CsrfField = None,
 ) -> Response:
     check_csrf(request, csrf)
     model = await catalog.get_model(session, slug)
-    form = ModelForm(price, bool(enabled), max_batch_size, max_wait_ms, {})
+    form = ModelForm(price, bool(enabled), max_batch_size, max_wait_ms, max_queued_jobs, {})
     changes = _model_changes(model, form)
     if not form.errors:
         if not changes:
@@ -152,6 +163,7 @@ async def update_model(
                 enabled=changes.get("enabled"),
                 max_batch_size=changes.get("max_batch_size"),
                 max_wait_ms=changes.get("max_wait_ms"),
+                max_queued_jobs=changes.get("max_queued_jobs", catalog.KEEP),
             )
         except (catalog.BatchSizeTooLarge, catalog.ModelNotInstalled) as exc:
             form.errors["max_batch_size"] = exc.message
@@ -171,4 +183,8 @@ def _said(name: str, value: Any) -> str:
         return "enabled" if value else "disabled"
     if name == "max_batch_size":
         return f"max batch size {value}"
+    if name == "max_queued_jobs":
+        if value is None:
+            return "queue cap: the default"
+        return f"queue cap {value:,}" if value else "no queue cap"
     return f"max wait {value} ms"
