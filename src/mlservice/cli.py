@@ -96,6 +96,7 @@ def _create_admin_cmd(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from mlservice.predictors.checksums import ModelFileError
     from mlservice.predictors.registry import discover_predictors
 
     predictors = discover_predictors()
@@ -111,15 +112,22 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: unknown model(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     cache.mkdir(parents=True, exist_ok=True)
+    failed = []
     for slug in wanted:
         predictor = predictors[slug](cache)
         if predictor.is_prepared() and not args.force:
             print(f"{slug}: already prepared")
             continue
         print(f"{slug}: preparing into {cache} ...", flush=True)
-        predictor.prepare()
+        try:
+            predictor.prepare()
+        except ModelFileError as exc:
+            # An install fault, said in one line; the other models are still prepared.
+            print(f"error: {slug}: {exc}", file=sys.stderr)
+            failed.append(slug)
+            continue
         print(f"{slug}: done")
-    return 0
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

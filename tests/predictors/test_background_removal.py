@@ -27,10 +27,12 @@ from mlservice.predictors.background_removal import (
     PIXEL_STD,
     BackgroundRemoval,
     encode_png,
+    model_path,
     normalize_saliency,
     preprocess,
 )
 from mlservice.predictors.base import InputLimits, InvalidInput, PredictInput, PredictOutput
+from mlservice.predictors.checksums import U2NETP, ModelFileMismatch
 
 LIMITS = InputLimits(max_upload_bytes=20 * 1024 * 1024, max_image_pixels=50_000_000)
 PATCH = 48  # side of the corner patches checked for background
@@ -142,10 +144,26 @@ def test_prepared_without_building_anything(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists()
 
 
-def test_prepare_rejects_other_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(background_removal, "MODEL_SHA256", "0" * 64)
-    with pytest.raises(RuntimeError, match="sha256"):
-        BackgroundRemoval(tmp_path).prepare()
+def test_other_weights_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copy of the real file with one byte changed, where the predictor looks for its weights.
+    installed = model_path()
+    assert installed is not None
+    damaged = tmp_path / MODEL_FILENAME
+    payload = bytearray(installed.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(payload))
+    monkeypatch.setattr(background_removal, "model_path", lambda: damaged)
+
+    predictor = BackgroundRemoval(tmp_path / "cache")
+    assert not predictor.is_prepared()
+    for step in (predictor.prepare, predictor.load):
+        with pytest.raises(ModelFileMismatch) as caught:
+            step()
+        assert caught.value.path == damaged
+        assert str(damaged) in str(caught.value)
+        assert U2NETP.sha256 in str(caught.value)
+        assert caught.value.actual in str(caught.value)
+    assert predictor._session is None
 
 
 def test_missing_weights_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

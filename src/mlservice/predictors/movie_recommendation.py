@@ -26,6 +26,7 @@ from mlservice.predictors.base import (
     Predictor,
     PredictOutput,
 )
+from mlservice.predictors.checksums import ModelFileError
 from mlservice.predictors.movies.cache import CatalogCache, source_fingerprint
 from mlservice.predictors.movies.catalog import Movie, read_catalog
 from mlservice.predictors.movies.embedding import (
@@ -134,14 +135,23 @@ class MovieRecommendation(Predictor):
     # -- cached catalog ----------------------------------------------------------------------------
 
     def is_prepared(self) -> bool:
-        return self.cache.is_current(self.fingerprint)
+        try:
+            return self.cache.is_current(self.fingerprint)
+        except ModelFileError:
+            # A source file is not the pinned one: prepare() says which.
+            return False
 
     def prepare(self) -> None:
+        # Verified before the minutes-long build rather than after it.
+        self.fingerprint()
         # Always rebuilds: the CLI only calls this when is_prepared() is False or with --force.
         self.cache.write(self.fingerprint, *self._build_catalog(open_session(self.intra_op_num_threads)))
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the cache was built from; any change to it means the cache must be rebuilt."""
+        """What the cache was built from; any change to it means the cache must be rebuilt.
+
+        Raises :class:`ModelFileMismatch` when a source file is not the pinned one.
+        """
         # Computed once per instance: it hashes ~25 MB of package files.
         if self._fingerprint is None:
             self._fingerprint = source_fingerprint()
@@ -155,6 +165,8 @@ class MovieRecommendation(Predictor):
     # -- worker ------------------------------------------------------------------------------------
 
     def load(self) -> None:
+        # The source files are verified (once per process) before the model and tokenizer open them.
+        self.fingerprint()
         session, tokenizer = open_session(self.intra_op_num_threads), open_tokenizer(MAX_TOKENS)
         cached = self.cache.read(self.fingerprint)
         if cached is None:

