@@ -14,6 +14,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # everything comes from installed packages; 
 
 import numpy as np
 import pytest
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from mlservice import cli
 from mlservice.predictors import checksums
@@ -42,6 +44,7 @@ from mlservice.predictors.movies import sources
 from mlservice.predictors.movies.catalog import Movie
 from mlservice.predictors.movies.embedding import EMBEDDING_DIM
 from mlservice.settings import Settings
+from tests.test_locks import locked
 
 
 def _installed(entry: PackagedFile) -> Path:
@@ -95,14 +98,15 @@ def test_predictors_find_their_files_where_the_table_says() -> None:
         assert sources.source_file(name) == entry.locate()
 
 
-def test_pinned_versions_are_the_requirements() -> None:
-    root = Path(__file__).resolve().parents[2]
-    pins = "\n".join(
-        (root / name).read_text(encoding="utf-8")
-        for name in ("pyproject.toml", "requirements/models-no-deps.txt", "requirements/malconv-gpl.txt")
-    )
+def test_pinned_versions_are_the_locked_ones() -> None:
+    """The digests are of the releases every install takes (requirements/, see tests/test_locks.py)."""
+    pins = {
+        **locked("lock.txt"),
+        **locked("models-no-deps.txt"),
+        **locked("malconv-gpl.txt"),
+    }
     for entry in PACKAGED_FILES:
-        assert f"{entry.distribution}=={entry.version}" in pins
+        assert pins[canonicalize_name(entry.distribution)] == Version(entry.version), entry.distribution
 
 
 # -- the check ----------------------------------------------------------------------------------------
