@@ -30,6 +30,8 @@ class Job(Base):
         Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
         Index("ix_jobs_status_published_at", "status", "published_at"),
+        # The retention sweep's: finished jobs whose files have not expired yet, oldest first.
+        Index("ix_jobs_files_expired_at_finished_at", "files_expired_at", "finished_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -63,3 +65,6 @@ class Job(Base):
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
     # Which API's shape the webhook bodies take ("api", "replicate"; see mlservice.webhooks).
     webhook_flavour: Mapped[str | None] = mapped_column(String(32))
+    # When retention removed the job's input and artifact files (NULL: they are kept). Set before
+    # the files go, so no row names a missing file without saying so; the row itself stays.
+    files_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
