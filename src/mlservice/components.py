@@ -45,6 +45,8 @@ from mlservice.predictors.vector_index import VectorIndexFactory
 from mlservice.queue.base import JobQueue
 from mlservice.queue.memory import InProcessQueue
 from mlservice.queue.rabbitmq import RabbitMQQueue
+from mlservice.retention.policy import RetentionPolicy
+from mlservice.retention.sweeper import RetentionSweeper
 from mlservice.security.ratelimit import RateLimiter
 from mlservice.security.tokens import AccessTokens
 from mlservice.settings import Settings
@@ -75,6 +77,8 @@ class Components:
     webhooks: WebhookDeliverer | None = None
     api_key_uses: KeyUses = field(default_factory=KeyUses)
     rate_limiter: RateLimiter | None = None
+    # Removes what has expired, in the processes that run workers (None in the others).
+    retention: RetentionSweeper | None = None
     # Access tokens and the accounts they name, from the settings and the database.
     tokens: AccessTokens = field(init=False)
     principals: Principals = field(init=False)
@@ -148,6 +152,7 @@ def build_components(
     publisher = JobPublisher(db, queue)
     events = JobEvents(db)
     workers = None
+    retention = None
     if settings.workers > 0:
         executor = JobExecutor(
             db,
@@ -172,6 +177,15 @@ def build_components(
             sweep_interval_s=settings.sweep_interval_seconds,
             relay_after_s=settings.relay_after_seconds,
         )
+        # Beside the lease sweeper: every process that runs workers sweeps (one would do; deletes
+        # by id make several at once safe), and an API process that runs none never does.
+        retention = RetentionSweeper(
+            db,
+            storage,
+            RetentionPolicy.from_settings(settings),
+            metrics,
+            interval_s=settings.retention_sweep_interval_seconds,
+        )
     deliverer = WebhookDeliverer(
         db,
         timeout_s=settings.webhook_timeout_seconds,
@@ -192,6 +206,7 @@ def build_components(
         metrics,
         deliverer,
         rate_limiter=RateLimiter.from_settings(settings),
+        retention=retention,
     )
 
 
@@ -215,12 +230,22 @@ async def start_components(components: Components) -> None:
     await connect_queue(components)
     async with components.db.session(write=True) as session:
         await sync_catalog(session, components.predictors)
+    await start_workers(components)
+
+
+async def start_workers(components: Components) -> None:
+    """Start this process's workers (if it runs any) and the sweeps beside them."""
     if components.workers is not None:
         await components.workers.start()
+    if components.retention is not None:
+        await components.retention.start()
 
 
 async def close_components(components: Components) -> None:
-    """Stop in dependency order: workers, then the publisher's last marks, the broker, the database."""
+    """Stop in dependency order: workers and the retention sweep, then the publisher's last
+    marks, the broker, the database."""
+    if components.retention is not None:
+        await components.retention.stop()
     if components.workers is not None:
         await components.workers.stop()
     await components.publisher.stop()

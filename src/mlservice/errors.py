@@ -127,6 +127,7 @@ _ERROR_DESCRIPTIONS = {
     403: "Not allowed",
     404: "Not found",
     409: "Conflicts with the current state",
+    410: "Gone (e.g. a job's files expired)",
     413: "Too large",
     415: "Unsupported media type",
     422: "Invalid request",

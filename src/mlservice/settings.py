@@ -99,6 +99,30 @@ class Settings(BaseSettings):
     # A queued job unconfirmed for this long is republished (its submitter's publish failed or died).
     relay_after_seconds: float = Field(default=10.0, gt=0)
 
+    # Retention: how long what piles up is kept before a sweeper removes it, in small batches (one
+    # transaction per batch, so no long locks). 0 keeps that kind forever. Ledger entries, job rows
+    # (status, cost, result) and balances are never removed: only the files of a job expire.
+    # A replayed Idempotency-Key answers as the first request did for this long (Stripe: 24 h).
+    retention_idempotency_keys_hours: float = Field(default=24.0, ge=0, le=24 * 36_500)
+    # How long a `/v1/files` upload lives (its `expires_at`); expired uploads are removed.
+    retention_uploads_hours: float = Field(default=24.0, gt=0, le=24 * 36_500)
+    # A finished job's input and artifact files, counted from when it finished; the job then says
+    # its files expired (`files_expired_at`) and fetching them answers 410 files_expired.
+    retention_job_files_days: float = Field(default=30.0, ge=0, le=36_500)
+    # Webhook deliveries, counted from their last attempt: delivered ones, and those given up,
+    # which stay longer because they are how a user finds out why an endpoint never heard of a job
+    # (GET /api/jobs/{id}/webhooks). Pending ones are never removed.
+    retention_delivered_webhooks_days: float = Field(default=7.0, ge=0, le=36_500)
+    retention_failed_webhooks_days: float = Field(default=30.0, ge=0, le=36_500)
+    # A revoked API key works nowhere; its row (name, prefix, last use) is kept a while to answer
+    # "which key was that?" after a leak.
+    retention_revoked_api_keys_days: float = Field(default=30.0, ge=0, le=36_500)
+    retention_request_history_days: float = Field(default=365.0, ge=0, le=36_500)
+    # How often a process that runs workers sweeps (0: this one never does; one process is enough,
+    # several are safe), and how many rows one batch removes.
+    retention_sweep_interval_seconds: float = Field(default=600.0, ge=0)
+    retention_batch_size: int = Field(default=500, ge=1, le=10_000)
+
     # Webhooks. Private, loopback and link-local destinations are refused unless allowed (a guard
     # against requests into the service's own network); a receiver gets this long to answer.
     webhook_allow_private: bool = False

@@ -18,6 +18,7 @@ from mlservice.components import (
     connect_queue,
     readiness,
     scrape_metrics,
+    start_workers,
 )
 from mlservice.errors import AppError
 from mlservice.observability.access import check_metrics_access
@@ -47,8 +48,7 @@ async def run_worker(
     components = build_components(
         settings.model_copy(update={"workers": max(settings.workers, 1)}), predictors
     )
-    workers = components.workers
-    assert workers is not None
+    assert components.workers is not None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,7 +57,7 @@ async def run_worker(
     await connect_queue(components, listen=False)
     health: asyncio.Server | None = None
     try:
-        await workers.start()
+        await start_workers(components)
         if settings.worker_health_port:
             health = await serve_health(components, settings.host, settings.worker_health_port)
         log.info("worker serving %s", ", ".join(sorted(predictors)))

@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.apikeys.tables import ApiKey
@@ -123,6 +123,16 @@ async def revoke_key(session: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUI
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ApiKeyNotFound("API key not found.")
+
+
+async def delete_revoked(session: AsyncSession, revoked_before: datetime, *, limit: int) -> int:
+    """Delete up to ``limit`` keys revoked before ``revoked_before`` (retention, one batch). A
+    deleted key is refused as any unknown key is."""
+    oldest = select(ApiKey.id).where(ApiKey.revoked_at < revoked_before).limit(limit)
+    result = await session.execute(
+        delete(ApiKey).where(ApiKey.id.in_(oldest)).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def use_is_due(last_used_at: datetime | None, now: datetime) -> bool:

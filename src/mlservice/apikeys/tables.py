@@ -18,7 +18,11 @@ class ApiKey(Base):
     """
 
     __tablename__ = "api_keys"
-    __table_args__ = (Index("ix_api_keys_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_api_keys_user_id_created_at", "user_id", "created_at"),
+        # The retention sweep's: keys revoked long enough ago (NULL for every key in use).
+        Index("ix_api_keys_revoked_at", "revoked_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))

@@ -302,6 +302,9 @@ async def report(message: Message, components: Components, job: Job) -> None:
             + f"\n\nCharged {credits(job.cost)}."
         )
         wanted = sent_artifacts(task_of(components, job.model_slug))
+        if job.artifacts and job.files_expired_at is not None:
+            await message.answer("Its files expired and are no longer stored.")
+            return
         for name in sorted(job.artifacts or {}):
             if wanted is not None and name not in wanted:
                 continue

@@ -243,6 +243,17 @@ async def delete_requests(session: AsyncSession, *, before: datetime | None = No
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def delete_oldest(session: AsyncSession, created_before: datetime, *, limit: int) -> int:
+    """Delete up to ``limit`` history rows older than ``created_before`` (retention, one batch)."""
+    oldest = select(PredictionRequest.id).where(PredictionRequest.created_at < created_before).limit(limit)
+    result = await session.execute(
+        delete(PredictionRequest)
+        .where(PredictionRequest.id.in_(oldest))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def check_period(
     since: datetime | None, until: datetime | None, default: timedelta
 ) -> tuple[datetime, datetime]:

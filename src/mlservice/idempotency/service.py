@@ -13,9 +13,10 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -124,3 +125,15 @@ async def run_once(
     status_code, body = await operation()
     await complete(session, claimed, status_code, body)
     return Outcome(status_code, body)
+
+
+async def delete_older(session: AsyncSession, created_before: datetime, *, limit: int) -> int:
+    """Forget up to ``limit`` keys used before ``created_before`` (retention): a request with one
+    of them again runs anew, as Stripe's do once a key is 24 hours old."""
+    oldest = select(IdempotencyKey.id).where(IdempotencyKey.created_at < created_before).limit(limit)
+    result = await session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.id.in_(oldest))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

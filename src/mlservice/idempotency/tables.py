@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlservice.orm import Base, BigIntPK
@@ -15,7 +15,11 @@ class IdempotencyKey(Base):
     """A request made with an ``Idempotency-Key`` and the response it got, replayed on retry."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("user_id", "scope", "key", name="uq_idempotency_keys_user_scope_key"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "scope", "key", name="uq_idempotency_keys_user_scope_key"),
+        # The retention sweep's: keys past their lifetime, oldest first.
+        Index("ix_idempotency_keys_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))

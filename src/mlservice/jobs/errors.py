@@ -5,6 +5,13 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class FilesExpired(AppError):
+    """The job is kept, but retention removed its input and artifact files."""
+
+    status_code = 410
+    code = "files_expired"
+
+
 class JobNotCancelable(AppError):
     status_code = 409
     code = "job_not_cancelable"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from mlservice import __version__
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import MAX_TEXT_LENGTH
+from mlservice.jobs.views import files_expired_at
 from mlservice.predictors.base import Predictor
 
 PredictionStatus = Literal["starting", "processing", "succeeded", "failed", "canceled"]
@@ -165,6 +166,8 @@ def prediction_of(
         error=(job.error_message or job.error_code) if status is JobStatus.failed else None,
         logs="",
         status="starting" if waited_out and not status.finished else _STATUSES[status],
+        # As Replicate says of a prediction whose files it removed: its file URLs answer 410.
+        data_removed=files_expired_at(job) is not None,
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.finished_at,

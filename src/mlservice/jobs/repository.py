@@ -405,3 +405,32 @@ async def unconfirmed(
         .limit(limit)
     )
     return [(job_id, slug, attempts) for job_id, slug, attempts in rows]
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+async def expire_files(
+    session: AsyncSession, finished_before: datetime, now: datetime, *, limit: int
+) -> list[tuple[uuid.UUID, str | None, list[str]]]:
+    """Record that the files of up to ``limit`` jobs finished before ``finished_before`` expired
+    (oldest first); each such job's id, input file key and artifact names, for the caller to
+    delete once this commits. Only the jobs this statement marked are returned (a concurrent sweep
+    marks the others). The rows keep everything else: status, cost, result.
+
+    Unfinished jobs have no ``finished_at`` and are never chosen.
+    """
+    oldest = (
+        select(_jobs.c.id)
+        .where(_jobs.c.files_expired_at.is_(None), _jobs.c.finished_at < finished_before)
+        .order_by(_jobs.c.finished_at)
+        .limit(limit)
+    )
+    rows = await session.execute(
+        update(_jobs)
+        # Checked again on the row itself: PostgreSQL re-reads a row a concurrent sweep changed.
+        .where(_jobs.c.id.in_(oldest), _jobs.c.files_expired_at.is_(None))
+        .values(files_expired_at=now)
+        .returning(_jobs.c.id, _jobs.c.input_file, _jobs.c.artifacts)
+    )
+    return [(job_id, input_file, sorted(artifacts or {})) for job_id, input_file, artifacts in rows]

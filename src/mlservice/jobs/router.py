@@ -172,17 +172,19 @@ def _attachment(stored: service.StoredFile) -> Response:
     )
 
 
-@router.get("/{job_id}/input", response_class=Response, responses=error_responses(404))
+@router.get("/{job_id}/input", response_class=Response, responses=error_responses(404, 410))
 async def download_input(
     job_id: uuid.UUID, user: CurrentUser, session: SessionDep, components: ComponentsDep
 ) -> Response:
-    """The file you uploaded, as an attachment and opaque bytes (never rendered inline)."""
+    """The file you uploaded, as an attachment and opaque bytes (never rendered inline); `410
+    files_expired` once the job's files expired (see the job's `files_expired_at`)."""
     return _attachment(await service.read_input(session, components.storage, user.id, job_id))
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=Response, responses=error_responses(404))
+@router.get("/{job_id}/artifacts/{name}", response_class=Response, responses=error_responses(404, 410))
 async def download_artifact(
     job_id: uuid.UUID, name: str, user: CurrentUser, session: SessionDep, components: ComponentsDep
 ) -> Response:
-    """A file the job produced (e.g. the cut-out PNG of a background removal)."""
+    """A file the job produced (e.g. the cut-out PNG of a background removal); `410 files_expired`
+    once the job's files expired."""
     return _attachment(await service.read_artifact(session, components.storage, user.id, job_id, name))

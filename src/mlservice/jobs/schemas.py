@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobSummary(BaseModel):
@@ -43,6 +43,11 @@ class JobRead(JobSummary):
     output: dict[str, Any] | None
     artifacts: list[ArtifactRead]
     error: JobError | None
+    files_expired_at: datetime | None = Field(
+        default=None,
+        description="When the job's input and artifact files were removed (retention): fetching them "
+        "then answers 410 `files_expired`. The job, its result and its cost stay. Null while kept.",
+    )
 
 
 class JobPage(BaseModel):

@@ -17,7 +17,7 @@ from mlservice.history.recording import RequestRecord, add_answer
 from mlservice.idempotency import service as idempotency
 from mlservice.jobs import admission, repository
 from mlservice.jobs.dispatch import JobPublisher
-from mlservice.jobs.errors import JobNotCancelable, JobNotFound, ModelUnavailable
+from mlservice.jobs.errors import FilesExpired, JobNotCancelable, JobNotFound, ModelUnavailable
 from mlservice.jobs.events import announce_finished
 from mlservice.jobs.settle import artifact_key
 from mlservice.jobs.tables import Job, JobStatus
@@ -183,12 +183,22 @@ class StoredFile:
     filename: str
 
 
+def _check_files_kept(job: Job) -> None:
+    if job.files_expired_at is not None:
+        raise FilesExpired(
+            f"This job's files expired on {job.files_expired_at:%Y-%m-%d} and are no longer stored; "
+            "the job and its result are kept.",
+            files_expired_at=job.files_expired_at.isoformat(),
+        )
+
+
 async def read_input(
     session: AsyncSession, storage: Storage, user_id: uuid.UUID, job_id: uuid.UUID
 ) -> StoredFile:
     job = await get_owned_job(session, user_id, job_id)
     if job.input_file is None:
         raise JobNotFound("This job has no input file.", code="file_not_found")
+    _check_files_kept(job)
     try:
         data = await storage.get(job.input_file, session=session)
     except FileNotFoundError:
@@ -204,6 +214,7 @@ async def read_artifact(
     meta = (job.artifacts or {}).get(name)
     if meta is None:
         raise JobNotFound(f"This job has no artifact {name!r}.", code="artifact_not_found")
+    _check_files_kept(job)
     try:
         data = await storage.get(artifact_key(job.id, name), session=session)
     except FileNotFoundError:

@@ -37,6 +37,8 @@ class Job(Base):
             postgresql_where=text("status IN ('queued', 'running')"),
             sqlite_where=text("status IN ('queued', 'running')"),
         ),
+        # The retention sweep's: finished jobs whose files have not expired yet, oldest first.
+        Index("ix_jobs_files_expired_at_finished_at", "files_expired_at", "finished_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -70,3 +72,6 @@ class Job(Base):
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
     # Which API's shape the webhook bodies take ("api", "replicate"; see mlservice.webhooks).
     webhook_flavour: Mapped[str | None] = mapped_column(String(32))
+    # When retention removed the job's input and artifact files (NULL: they are kept). Set before
+    # the files go, so no row names a missing file without saying so; the row itself stays.
+    files_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -3,8 +3,19 @@ default body of webhooks."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
 from mlservice.jobs.tables import Job
+
+
+def files_expired_at(job: Job) -> datetime | None:
+    """When retention removed the job's files; None while they are kept, and for a job that had
+    none (retention marks those too, so as not to look at them again, but "its files expired"
+    would say something untrue of them)."""
+    if job.input_file is None and not job.artifacts:
+        return None
+    return job.files_expired_at
 
 
 def job_summary(job: Job) -> JobSummary:
@@ -40,4 +51,5 @@ def job_read(job: Job) -> JobRead:
         output=job.output,
         artifacts=artifacts,
         error=error,
+        files_expired_at=files_expired_at(job),
     )

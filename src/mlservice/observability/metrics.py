@@ -101,6 +101,13 @@ class ServiceMetrics:
             ["model"],
             registry=registry,
         )
+        self.retention_removed = Counter(
+            "mlservice_retention_removed",
+            "What the retention sweep removed, by kind: rows (idempotency_keys, uploads, "
+            "webhook_deliveries, api_keys, request_history) or files of finished jobs (job_files).",
+            ["kind"],
+            registry=registry,
+        )
         self.jobs_queued = Gauge(
             "mlservice_jobs_queued",
             "Jobs waiting in the database (the whole service's, read at scrape time), by model.",

@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import NotFound
 from mlservice.jobs import service as jobs
-from mlservice.jobs.errors import FileTooLarge, MissingInput
+from mlservice.jobs.errors import FilesExpired, FileTooLarge, MissingInput
 from mlservice.predictors.base import InvalidInput, Predictor
 from mlservice.replicate.errors import InvalidFileInput, UploadedFileNotFound
-from mlservice.replicate.uploads import get_upload, upload_key
+from mlservice.replicate.uploads import get_upload
 from mlservice.storage.base import Storage
+from mlservice.uploads.repository import upload_key
 
 TEXT_KEYS = ("text", "prompt")
 FILE_KEYS = ("image", "file")
@@ -158,6 +159,10 @@ async def resolve_file(
             stored = await jobs.read_input(session, storage, user_id, job_id)
     except NotFound:
         raise _file_gone("The job's file") from None
+    except FilesExpired:
+        raise InvalidFileInput(
+            "The job's files expired and are no longer stored; send the file again.", code="files_expired"
+        ) from None
     if len(stored.data) > max_bytes:
         raise FileTooLarge(f"The file is larger than the limit of {max_bytes} bytes.", limit=max_bytes)
     return FileInput(stored.data, stored.filename)

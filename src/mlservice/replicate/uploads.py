@@ -22,20 +22,19 @@ from mlservice.replicate.errors import TooManyFiles, UploadedFileNotFound
 from mlservice.replicate.schemas import FileRead
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
+from mlservice.uploads.repository import upload_key
 from mlservice.uploads.tables import UploadedFile
 
-# Uploads are inputs waiting for a prediction, not a file store: they expire, and each user may
-# keep only so many at once (uploads cost nothing, so nothing else would bound the disk they use).
+# Uploads are inputs waiting for a prediction, not a file store: they expire (after
+# MLSERVICE_RETENTION_UPLOADS_HOURS, a day by default; the retention sweep then removes them), and
+# each user may keep only so many at once (uploads cost nothing, so nothing else would bound the
+# disk they use).
 FILE_LIFETIME = timedelta(hours=24)
 MAX_LIVE_FILES = 100
 MAX_METADATA_CHARS = 10_000
 
 # Dropped from a file's name and media type: the caller chose both, and they are shown back.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def upload_key(file_id: uuid.UUID) -> str:
-    return f"uploads/{file_id}"
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any]:
@@ -68,6 +67,7 @@ async def create_upload(
     name: str,
     content_type: str,
     metadata: dict[str, Any],
+    lifetime: timedelta = FILE_LIFETIME,
 ) -> UploadedFile:
     now = utcnow()
     # The user's expired uploads go first: they stop counting, and storage stops holding them.
@@ -98,7 +98,7 @@ async def create_upload(
         sha256=hashlib.sha256(data).hexdigest(),
         file_metadata=metadata,
         created_at=now,
-        expires_at=now + FILE_LIFETIME,
+        expires_at=now + lifetime,
     )
     session.add(upload)
     await session.flush()

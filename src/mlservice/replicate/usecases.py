@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlservice.replicate import uploads
@@ -31,6 +32,7 @@ async def upload_file(
             name=name,
             content_type=content_type,
             metadata=metadata,
+            lifetime=timedelta(hours=components.settings.retention_uploads_hours),
         )
 
 

@@ -9,6 +9,7 @@ relies on the caller's after-rollback cleanup.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,5 +27,9 @@ class Storage(Protocol):
         ...
 
     async def delete(self, key: str, *, session: AsyncSession | None = None) -> None: ...
+
+    async def delete_many(self, keys: Sequence[str], *, session: AsyncSession | None = None) -> None:
+        """Delete every one of ``keys``; a missing key is no error (deleting twice is harmless)."""
+        ...
 
     async def exists(self, key: str, *, session: AsyncSession | None = None) -> bool: ...

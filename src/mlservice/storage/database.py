@@ -7,6 +7,8 @@ back together with the job, and an artifact together with the result that names 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -55,6 +57,16 @@ class DatabaseStorage:
     async def delete(self, key: str, *, session: AsyncSession | None = None) -> None:
         validate_key(key)
         stmt = delete(FileBlob).where(FileBlob.key == key)
+        if session is not None:
+            await session.execute(stmt)
+            return
+        async with self.db.session(write=True) as own:
+            await own.execute(stmt)
+
+    async def delete_many(self, keys: Sequence[str], *, session: AsyncSession | None = None) -> None:
+        if not keys:
+            return
+        stmt = delete(FileBlob).where(FileBlob.key.in_([validate_key(key) for key in keys]))
         if session is not None:
             await session.execute(stmt)
             return

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -49,6 +51,27 @@ class LocalStorage:
 
     async def delete(self, key: str, *, session: AsyncSession | None = None) -> None:
         await anyio.Path(self.path(key)).unlink(missing_ok=True)
+
+    async def delete_many(self, keys: Sequence[str], *, session: AsyncSession | None = None) -> None:
+        paths = [self.path(key) for key in keys]
+
+        def remove() -> None:
+            emptied: set[Path] = set()
+            for path in paths:
+                path.unlink(missing_ok=True)
+                # The directories a key made below its first one (jobs/<id>/artifacts, jobs/<id>)
+                # go too once empty, or each expired job would leave two behind. A top-level one
+                # (jobs/, uploads/) stays: a put may be writing into it right now.
+                parent = path.parent
+                while parent.parent != self.root and parent != self.root:
+                    emptied.add(parent)
+                    parent = parent.parent
+            for directory in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+                # Not empty (another file of it lives on), or gone already: left as it is.
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+
+        await anyio.to_thread.run_sync(remove)
 
     async def exists(self, key: str, *, session: AsyncSession | None = None) -> bool:
         return await anyio.Path(self.path(key)).exists()

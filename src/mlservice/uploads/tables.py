@@ -19,7 +19,11 @@ class UploadedFile(Base):
     """
 
     __tablename__ = "uploaded_files"
-    __table_args__ = (Index("ix_uploaded_files_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_uploaded_files_user_id_created_at", "user_id", "created_at"),
+        # The retention sweep's: uploads past their lifetime.
+        Index("ix_uploaded_files_expires_at", "expires_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))

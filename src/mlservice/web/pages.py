@@ -178,7 +178,12 @@ async def job_page(
     job = await jobs.get_owned_job(session, user.id, _parse_id(job_id, JobNotFound("Job not found.")))
     model = await catalog.get_model(session, job.model_slug)
     read = job_read(job)
-    image_url = f"/jobs/{job.id}/input-image" if _inline_image_type(job, model) else None
+    # Expired files are not linked at all: the page says so instead of showing broken images.
+    image_url = (
+        f"/jobs/{job.id}/input-image"
+        if _inline_image_type(job, model) and read.files_expired_at is None
+        else None
+    )
     return page(
         request,
         "job.html",

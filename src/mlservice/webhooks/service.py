@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -96,3 +97,25 @@ async def job_deliveries(
         select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.id)
     )
     return rows.all()
+
+
+async def delete_settled(session: AsyncSession, settled_before: datetime, *, status: str, limit: int) -> int:
+    """Delete up to ``limit`` deliveries of ``status`` (``delivered`` or ``failed``) whose last
+    attempt was before ``settled_before`` (retention, one batch). Pending ones are never touched.
+
+    A settled delivery's ``next_attempt_at`` is when its last attempt was recorded (the deliverer
+    writes it then), which the (status, next_attempt_at) index serves.
+    """
+    if status == "pending":
+        raise ValueError("pending deliveries are still being sent")
+    oldest = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.status == status, WebhookDelivery.next_attempt_at < settled_before)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(oldest))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

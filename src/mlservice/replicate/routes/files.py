@@ -34,7 +34,8 @@ async def create_file(
     metadata: Annotated[str | None, Form(description="A JSON object kept with the file")] = None,
 ) -> FileRead:
     """Upload a file to give to predictions by its `urls.get`; only you can read or use it, and it
-    expires after a day. The upload limit is that of `POST /api/jobs`."""
+    expires (after a day unless this server keeps uploads otherwise: see `expires_at`). The
+    upload limit is that of `POST /api/jobs`."""
     data = await read_upload(content, components.settings.max_upload_bytes)
     assert data is not None
     meta = uploads.parse_metadata(metadata)
