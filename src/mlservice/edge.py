@@ -6,7 +6,9 @@ In order: the client's address and scheme from a trusted proxy's headers
 byte is read and a streamed body counted as it arrives (:mod:`mlservice.security.uploads`); the
 CSRF check of cookie-authenticated API writes (:mod:`mlservice.web.csrf`). On the way out, the
 request id and the security headers (:mod:`mlservice.security.headers`) go on every answer,
-refusals included, and the request is counted and logged (:mod:`mlservice.observability.http`).
+refusals included, a rate-limited route's answer gets its ``RateLimit-*`` headers
+(:mod:`mlservice.security.ratelimit`), and the request is counted and logged
+(:mod:`mlservice.observability.http`).
 
 One layer, because each ASGI middleware is a call and a wrapped ``send`` per message for every
 request, whatever it does; the profile of the API under load showed eight of them nested.
@@ -24,6 +26,7 @@ from mlservice.observability.context import RequestContext, new_request_id, requ
 from mlservice.observability.http import REQUEST_ID_HEADER, RequestLog
 from mlservice.security.forwarded import TrustedProxies, rewrite_forwarded
 from mlservice.security.headers import SecurityHeaders
+from mlservice.security.ratelimit import add_quota_headers
 from mlservice.security.uploads import PayloadTooLarge, announced_length, too_large_response
 
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
@@ -76,6 +79,7 @@ class Edge:
                 out.append((_REQUEST_ID, request_id.encode()))
                 if headers is not None:
                     headers.add(scope, out)
+                add_quota_headers(scope, out)
                 message = {**message, "headers": out}
             await send(message)
 

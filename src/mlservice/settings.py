@@ -154,7 +154,9 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     # Rate limits, "N/second|minute|hour|day" or "N/<seconds>s" (e.g. "10/minute"); "off" lifts one.
-    # A 429 with Retry-After answers a request over its limit.
+    # Sliding windows: this period's requests count, and the previous period's, weighted by how much
+    # of it is still within the last period. A 429 with Retry-After answers a request over its
+    # limit; every answer of a limited route carries RateLimit-* headers.
     rate_limits_enabled: bool = True
     rate_limit_login: Rate | None = Rate(10, 60)  # per client address and e-mail
     rate_limit_login_ip: Rate | None = Rate(60, 60)  # per client address, whatever the e-mail

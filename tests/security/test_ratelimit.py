@@ -12,8 +12,9 @@ import pytest
 from fastapi import Request
 from redis.asyncio import Redis
 
-from mlservice.security.ratelimit import MemoryCounters, RateLimiter, RedisCounters, client_address
+from mlservice.security.ratelimit import RateLimited, RateLimiter, client_address
 from mlservice.security.rates import Rate, parse_rate
+from mlservice.security.ratestores import redis_store
 from mlservice.settings import Settings
 from tests.conftest import PASSWORD, Service
 from tests.fixtures.predictors import EchoText
@@ -28,6 +29,10 @@ def assert_rate_limited(response: httpx.Response, rule: str, period_s: int = 60)
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= period_s
     assert error["details"]["retry_after"] == retry_after
+    # The draft's headers of the rule that refused it: nothing left, free again when Retry-After says.
+    assert int(response.headers["ratelimit-remaining"]) == 0
+    assert int(response.headers["ratelimit-reset"]) == retry_after
+    assert int(response.headers["ratelimit-limit"]) >= 1
 
 
 async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
@@ -169,31 +174,8 @@ async def test_rate_limited_answers_are_documented(service: Service) -> None:
     spec = (await service.client.get("/openapi.json")).json()
     for path in ("/api/auth/register", "/api/auth/jwt/login", "/api/auth/cookie/login", "/api/jobs"):
         assert "429" in spec["paths"][path]["post"]["responses"], path
-
-
-async def test_memory_windows_reset_after_their_period() -> None:
-    now = [1000.0]
-    counters = MemoryCounters(clock=lambda: now[0])
-    rate = Rate(2, 60)
-    assert [(await counters.hit("k", rate)).allowed for _ in range(3)] == [True, True, False]
-    now[0] += 45
-    refused = await counters.hit("k", rate)
-    assert not refused.allowed
-    assert refused.retry_after_s == 15
-    now[0] += 15
-    assert (await counters.hit("k", rate)).allowed
-    assert (await counters.hit("other", rate)).allowed
-
-
-async def test_memory_counters_forget_expired_windows() -> None:
-    now = [0.0]
-    counters = MemoryCounters(clock=lambda: now[0])
-    counters.SWEEP_AT = 10
-    for i in range(10):
-        await counters.hit(f"k{i}", Rate(1, 5))
-    now[0] += 10
-    await counters.hit("new", Rate(1, 5))
-    assert set(counters._windows) == {"new"}
+        headers = spec["paths"][path]["post"]["responses"]["429"]["headers"]
+        assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(headers)
 
 
 # -- shared through Redis ----------------------------------------------------------------------------
@@ -213,13 +195,14 @@ async def test_two_apps_share_one_limit_through_redis(service_factory: Any, redi
             assert_rate_limited(await register(b), "register")
             assert_rate_limited(await register(a), "register")
         # The counter is in Redis, under the prefix, with an expiry, and without the address.
+        # (The sliding window's current counter lives two periods: it is the previous one next.)
         redis = Redis.from_url(REDIS_URL)
         try:
             keys = [key.decode() async for key in redis.scan_iter(match=f"{redis_prefix}*")]
             assert len(keys) == 1
-            assert keys[0].startswith(f"{redis_prefix}register:")
+            assert keys[0].startswith(f"{redis_prefix}{{register/")
             assert "198.51.100.30" not in keys[0]
-            assert 0 < await redis.pttl(keys[0]) <= 60_000
+            assert 0 < await redis.pttl(keys[0]) <= 120_000
         finally:
             await redis.aclose()
 
@@ -239,15 +222,17 @@ async def test_a_different_prefix_is_a_different_limit(service_factory: Any, red
 
 
 async def test_redis_counting_is_atomic_under_concurrency(redis_prefix: str) -> None:
-    limiter = RateLimiter(RedisCounters(REDIS_URL), {"burst": Rate(10, 30)}, prefix=redis_prefix)
+    limiter = RateLimiter(redis_store(REDIS_URL, redis_prefix), {"burst": Rate(10, 30)})
     try:
-        decisions = await asyncio.gather(
-            *(limiter.store.hit(limiter.key("burst", ("one",)), Rate(10, 30)) for _ in range(50))
+        outcomes = await asyncio.gather(
+            *(limiter.check("burst", "one") for _ in range(50)), return_exceptions=True
         )
     finally:
         await limiter.close()
-    assert sum(d.allowed for d in decisions) == 10
-    assert all(1 <= d.retry_after_s <= 30 for d in decisions if not d.allowed)
+    refused = [o for o in outcomes if isinstance(o, RateLimited)]
+    assert len(refused) == 40
+    assert sum(o is not None and not isinstance(o, BaseException) for o in outcomes) == 10
+    assert all(1 <= int(r.headers["Retry-After"]) <= 30 for r in refused)
 
 
 async def test_requests_go_through_when_redis_is_down(
@@ -257,7 +242,10 @@ async def test_requests_go_through_when_redis_is_down(
     # Nothing listens on port 1: every connection is refused.
     async with service_factory(redis_url="redis://127.0.0.1:1/0", rate_limit_register="1/minute") as service:
         for _ in range(3):
-            assert (await register(service.client)).status_code == 201
+            r = await register(service.client)
+            assert r.status_code == 201
+            # Nothing is known of the quota meanwhile, so nothing is claimed.
+            assert "ratelimit-remaining" not in r.headers
     warnings = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
     # One warning, then Redis is left alone for a while rather than tried (and logged) per request.
     assert len(warnings) == 1
@@ -266,13 +254,13 @@ async def test_requests_go_through_when_redis_is_down(
 
 async def test_redis_is_tried_again_after_the_pause(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="mlservice.security.ratelimit")
-    counters = RedisCounters("redis://127.0.0.1:1/0")
-    counters.RETRY_AFTER_FAILURE_S = 0.0
+    limiter = RateLimiter(redis_store("redis://127.0.0.1:1/0", "unused:"), {"k": Rate(1, 10)})
+    limiter.RETRY_AFTER_FAILURE_S = 0.0
     try:
         for _ in range(2):
-            assert (await counters.hit(f"k:{uuid.uuid4().hex}", Rate(1, 10))).allowed
+            assert await limiter.check("k", uuid.uuid4().hex) is None
     finally:
-        await counters.close()
+        await limiter.close()
     assert sum("Redis is unreachable" in r.getMessage() for r in caplog.records) == 2
 
 

@@ -21,13 +21,20 @@ if TYPE_CHECKING:
     from mlservice.settings import Settings
 
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
-CORS_EXPOSED = ["Retry-After", "X-Request-ID", "Location"]
+CORS_EXPOSED = [
+    "Retry-After",
+    "X-Request-ID",
+    "Location",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+]
 
 
 def install_edge(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> None:
     """The edge outermost (every answer below, refusals included, carries the request id and the
     security headers, and is counted), then the Host check and CORS when configured. Rate limits
-    are route dependencies (:mod:`mlservice.security.ratelimit`): they key on a login's e-mail or
+    are route dependencies (:mod:`mlservice.security.limits`): they key on a login's e-mail or
     a token's user."""
     # add_middleware puts each one outside those added before: added innermost first.
     if settings.cors_origins:

@@ -1,14 +1,15 @@
 """The rate limits as request dependencies: which rule a route counts against, and for whom.
 
 The limiter itself (rules, counters in Redis or memory) is :mod:`mlservice.security.ratelimit`,
-built by the composition root.
+built by the composition root. Each check's quota is kept on the request, for the edge to put
+in the answer's ``RateLimit-*`` headers.
 """
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, RateLimiter, client_address
+from mlservice.security.ratelimit import RATE_LIMITED_RESPONSE, RateLimiter, client_address, record_quota
 from mlservice.users.auth import CurrentUser
 
 __all__ = [
@@ -36,23 +37,23 @@ async def limit_logins(request: Request) -> None:
     if not isinstance(username, str):
         return  # not a login (the same router has /logout): nothing to guess
     address = client_address(request)
-    await limiter.check("login-ip", address)
-    await limiter.check("login", address, username.strip().lower())
+    record_quota(request, await limiter.check("login-ip", address))
+    record_quota(request, await limiter.check("login", address, username.strip().lower()))
 
 
 async def limit_registrations(request: Request) -> None:
     limiter = _limiter(request)
     if limiter is not None:
-        await limiter.check("register", client_address(request))
+        record_quota(request, await limiter.check("register", client_address(request)))
 
 
 async def limit_submissions(request: Request, user: CurrentUser) -> None:
     limiter = _limiter(request)
     if limiter is not None:
-        await limiter.check("submit", str(user.id))
+        record_quota(request, await limiter.check("submit", str(user.id)))
 
 
 async def limit_key_creation(request: Request, user: CurrentUser) -> None:
     limiter = _limiter(request)
     if limiter is not None:
-        await limiter.check("api-key", str(user.id))
+        record_quota(request, await limiter.check("api-key", str(user.id)))
