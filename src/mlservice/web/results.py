@@ -126,7 +126,7 @@ def _face_identification(output: Mapping[str, Any], meta: Mapping[str, Any]) -> 
     return {**canvas, "marks": marks, "gallery_size": output.get("gallery_size")}
 
 
-_VERDICT_CLASSES = {"clean": "ok", "suspicious": "warn", "malicious": "danger"}
+_VERDICT_CLASSES = {"clean": "ok", "unscannable": "warn", "suspicious": "warn", "malicious": "danger"}
 _SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
 
