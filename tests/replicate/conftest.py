@@ -15,6 +15,7 @@ import pytest
 import replicate
 from tests.conftest import Service
 from tests.web.conftest import LiveServer, running_server
+from tests.webhooks.conftest import receiver  # noqa: F401 (a fixture: the webhook receiver on loopback)
 
 
 @pytest.fixture(scope="session")

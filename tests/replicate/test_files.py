@@ -127,6 +127,62 @@ async def test_uploads_are_limited(service_factory: Any, chelsea_jpeg: bytes) ->
         assert (await service.client.get("/v1/files", headers=headers)).json()["results"] == []
 
 
+def multipart(*parts: tuple[str, str, bytes]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body written out byte by byte, so that each part is exactly the shape
+    a client sends: (its Content-Disposition parameters, its Content-Type or "", its bytes)."""
+    boundary = "mlservice-test-boundary"
+    body = b""
+    for disposition, content_type, data in parts:
+        body += f"--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n".encode()
+        if content_type:
+            body += f"Content-Type: {content_type}\r\n".encode()
+        body += b"\r\n" + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+CONTENT = ('name="content"; filename="notes.txt"', "text/plain", b"some notes")
+# What each client sends as `metadata`: Python's a text field holding JSON, JavaScript's a Blob of
+# type application/json, which FormData sends with the file name "blob".
+METADATA_SHAPES = {
+    "text field": ('name="metadata"', "", b'{"purpose": "tests", "n": 1}'),
+    "json field": ('name="metadata"', "application/json", b'{"purpose": "tests", "n": 1}'),
+    "json blob": ('name="metadata"; filename="blob"', "application/json", b'{"purpose": "tests", "n": 1}'),
+}
+
+
+@pytest.mark.parametrize("shape", METADATA_SHAPES)
+async def test_metadata_as_a_text_field_or_a_json_part(service: Service, shape: str) -> None:
+    headers = await service.user()
+    body, content_type = multipart(CONTENT, METADATA_SHAPES[shape])
+    r = await service.client.post("/v1/files", content=body, headers=headers | content_type)
+    assert r.status_code == 201, r.text
+    file = r.json()
+    assert file["metadata"] == {"purpose": "tests", "n": 1}
+    assert (file["name"], file["content_type"], file["size"]) == ("notes.txt", "text/plain", 10)
+    assert (await service.client.get(file["urls"]["get"], headers=headers)).json()["metadata"] == {
+        "purpose": "tests",
+        "n": 1,
+    }
+    # The metadata part is not mistaken for the file's content.
+    download = await service.client.get(f"{file['urls']['get']}/download", headers=headers)
+    assert download.content == b"some notes"
+
+
+@pytest.mark.parametrize("disposition", ['name="metadata"', 'name="metadata"; filename="blob"'])
+@pytest.mark.parametrize(
+    "data",
+    [b"{not json", b"[1, 2]", b'"a string"', b"null", b"\xff\xfe{}", b'{"a": "' + b"x" * 40_001 + b'"}'],
+    ids=["bad-json", "array", "string", "null", "not-utf8", "too-long"],
+)
+async def test_bad_metadata_is_422_in_either_shape(service: Service, disposition: str, data: bytes) -> None:
+    headers = await service.user()
+    body, content_type = multipart(CONTENT, (disposition, "application/json", data))
+    r = await service.client.post("/v1/files", content=body, headers=headers | content_type)
+    assert_problem(r, 422, "invalid_metadata")
+    assert (await service.client.get("/v1/files", headers=headers)).json()["results"] == []
+
+
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
     """A port on loopback that records whether anybody connected to it."""

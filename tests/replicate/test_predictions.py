@@ -136,6 +136,42 @@ async def test_statuses_are_replicates(service: Service) -> None:
         assert waited.status == (name if status.finished else "starting")
 
 
+def test_metrics_once_finished_only() -> None:
+    """``metrics`` is ``{}`` until the prediction finishes, then has ``predict_time`` (the model's
+    time, in seconds) and ``total_time``, as Replicate's predictions have them."""
+    now = utcnow()
+
+    def metrics(status: JobStatus, **times: Any) -> Any:
+        job = Job(
+            id=uuid.uuid4(),
+            user_id=uuid.uuid4(),
+            model_slug="test-echo",
+            status=status,
+            cost=3,
+            params={},
+            input_meta={},
+            input_text="x",
+            artifacts={},
+            created_at=now,
+            **times,
+        )
+        # As /v1 answers it and as its webhook bodies carry it: both are this dump.
+        return prediction_of(job, {"test-echo": EchoText}, "http://x").model_dump(mode="json")["metrics"]
+
+    later = {"started_at": now + timedelta(seconds=1), "finished_at": now + timedelta(seconds=3)}
+    assert metrics(JobStatus.queued) == {}
+    assert metrics(JobStatus.running, started_at=later["started_at"], processing_ms=5.0) == {}
+    assert metrics(JobStatus.succeeded, processing_ms=120.0, **later) == {
+        "predict_time": 0.12,
+        "total_time": 3.0,
+    }
+    # A failure has no model time of its own: the attempt's time stands for it.
+    assert metrics(JobStatus.failed, **later) == {"predict_time": 2.0, "total_time": 3.0}
+    # Canceled while queued: no model ran.
+    assert metrics(JobStatus.canceled, finished_at=later["finished_at"]) == {"total_time": 3.0}
+    assert metrics(JobStatus.canceled, **later) == {"total_time": 3.0}
+
+
 def test_prefer_and_cursor_parsing_refuse_garbage() -> None:
     assert wait_seconds(None) is None
     assert wait_seconds("wait") == 60
@@ -171,9 +207,13 @@ async def test_prefer_wait_returns_when_the_wait_ends(service: Service) -> None:
     assert r.status_code == 201
     assert r.headers["Preference-Applied"] == "wait=1"
     assert r.json()["status"] == "starting"  # unfinished, whatever the job is doing (see prediction_of)
+    assert r.json()["metrics"] == {}
     running = await wait_until(service, headers, r.json()["id"], "processing", "succeeded")
     assert running["status"] in {"processing", "succeeded"}
-    assert (await wait_until(service, headers, r.json()["id"], "succeeded"))["output"]["echo"] == "SLOW"
+    done = await wait_until(service, headers, r.json()["id"], "succeeded")
+    assert done["output"]["echo"] == "SLOW"
+    assert isinstance(done["metrics"]["predict_time"], float)
+    assert 2.5 <= done["metrics"]["predict_time"] <= done["metrics"]["total_time"]
     for bad in ("wait=0", "wait=61", "wait=soon"):
         assert_problem(await create(service, headers, prefer=bad), 400, "invalid_prefer")
     # Preferences we do not know are ignored.

@@ -7,11 +7,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mlservice.wallet.schemas import EntryRead, WalletRead
 
+# Far beyond any real correction, and far inside the BIGINT a balance is stored in: an amount past
+# that would fail in the database (a 500) instead of being refused.
+MAX_ADJUSTMENT = 10**12
+
 
 class AdjustmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount: int = Field(description="Credits to add (positive) or take away (negative)")
+    amount: int = Field(
+        ge=-MAX_ADJUSTMENT,
+        le=MAX_ADJUSTMENT,
+        description="Credits to add (positive) or take away (negative)",
+    )
     note: str = Field(min_length=1, max_length=500, description="Why: kept in the ledger")
 
     @field_validator("amount")

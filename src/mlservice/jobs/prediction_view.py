@@ -40,9 +40,34 @@ _STATUSES: dict[str, PredictionStatus] = {
 }
 
 
+def _unknown(value: float | None) -> bool:
+    return value is None
+
+
 class PredictionMetrics(BaseModel):
-    predict_time: float | None = Field(default=None, description="Seconds the model ran")
-    total_time: float | None = Field(default=None, description="Seconds from creation to completion")
+    """What Replicate's predictions say of their times: nothing (``{}``) until they finish."""
+
+    # Left out rather than null while unknown, as Replicate answers: clients read the keys there are.
+    predict_time: float | None = Field(
+        default=None, exclude_if=_unknown, description="Seconds the model ran (once finished)"
+    )
+    total_time: float | None = Field(
+        default=None, exclude_if=_unknown, description="Seconds from creation to completion (once finished)"
+    )
+
+
+def metrics_of(job: Job) -> PredictionMetrics:
+    status = JobStatus(job.status)
+    if not status.finished or job.finished_at is None:
+        return PredictionMetrics()
+    predict = job.processing_ms / 1000 if job.processing_ms is not None else None
+    if predict is None and job.started_at is not None and status is not JobStatus.canceled:
+        # A failure records no model time (the model raised, timed out or never loaded): the time
+        # from the attempt's start is. Not for a canceled job: only queued ones are canceled.
+        predict = max((job.finished_at - job.started_at).total_seconds(), 0.0)
+    return PredictionMetrics(
+        predict_time=predict, total_time=(job.finished_at - job.created_at).total_seconds()
+    )
 
 
 class Prediction(BaseModel):
@@ -155,7 +180,6 @@ def prediction_of(
             files = {name: f"{base_url}/api/jobs/{job.id}/artifacts/{name}" for name in sorted(job.artifacts)}
             output.setdefault("files", files)
     status = JobStatus(job.status)
-    total = (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
     url = f"{base_url}/v1/predictions/{job.id}"
     return Prediction(
         id=str(job.id),
@@ -171,10 +195,7 @@ def prediction_of(
         created_at=job.created_at,
         started_at=job.started_at,
         completed_at=job.finished_at,
-        metrics=PredictionMetrics(
-            predict_time=job.processing_ms / 1000 if job.processing_ms is not None else None,
-            total_time=total,
-        ),
+        metrics=metrics_of(job),
         urls={"get": url, "cancel": f"{url}/cancel", "web": f"{base_url}/jobs/{job.id}"},
     )
 

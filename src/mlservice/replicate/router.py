@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mlservice.replicate.routes import account, files, models, predictions
+from mlservice.replicate.routes import account, files, models, predictions, webhooks
 
 router = APIRouter(prefix="/v1")
 # In the order the routes had when they were one module: that of the OpenAPI document.
@@ -15,3 +15,4 @@ router.include_router(predictions.router)
 router.include_router(models.router)
 router.include_router(files.router)
 router.include_router(account.router)
+router.include_router(webhooks.router)

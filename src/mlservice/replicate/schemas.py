@@ -102,6 +102,12 @@ class FilePage(BaseModel):
     results: list[FileRead]
 
 
+class WebhookSigningSecret(BaseModel):
+    key: str = Field(
+        description="`whsec_` + base64 of the HMAC-SHA256 key of the Standard Webhooks signatures"
+    )
+
+
 class Problem(BaseModel):
     """An error, as Replicate answers them (RFC 7807 problem details), with our stable code."""
 

@@ -32,18 +32,28 @@ from mlservice.uploads.tables import UploadedFile
 FILE_LIFETIME = timedelta(hours=24)
 MAX_LIVE_FILES = 100
 MAX_METADATA_CHARS = 10_000
+MAX_METADATA_BYTES = MAX_METADATA_CHARS * 4  # as UTF-8
 
 # Dropped from a file's name and media type: the caller chose both, and they are shown back.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def parse_metadata(raw: str | None) -> dict[str, Any]:
+def parse_metadata(raw: str | bytes | None) -> dict[str, Any]:
+    """A file's ``metadata``: a form field's text, or the bytes of a part of its own (UTF-8 JSON)."""
+    too_long = InvalidInput(
+        f"`metadata` is limited to {MAX_METADATA_CHARS} characters.", code="invalid_metadata"
+    )
+    if isinstance(raw, bytes):
+        if len(raw) > MAX_METADATA_BYTES:
+            raise too_long
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("`metadata` must be UTF-8 JSON.", code="invalid_metadata") from None
     if raw is None or not raw.strip():
         return {}
     if len(raw) > MAX_METADATA_CHARS:
-        raise InvalidInput(
-            f"`metadata` is limited to {MAX_METADATA_CHARS} characters.", code="invalid_metadata"
-        )
+        raise too_long
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:

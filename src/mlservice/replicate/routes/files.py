@@ -31,14 +31,20 @@ async def create_file(
     content: Annotated[UploadFile, File(description="The file")],
     filename: Annotated[str | None, Form(max_length=255)] = None,
     type: Annotated[str | None, Form(max_length=255, description="Its media type")] = None,
-    metadata: Annotated[str | None, Form(description="A JSON object kept with the file")] = None,
+    metadata: Annotated[
+        str | UploadFile | None,
+        Form(
+            description="A JSON object kept with the file: a text field, or a part of its own "
+            "(`application/json`, as Replicate's JavaScript client sends it)"
+        ),
+    ] = None,
 ) -> FileRead:
     """Upload a file to give to predictions by its `urls.get`; only you can read or use it, and it
     expires (after a day unless this server keeps uploads otherwise: see `expires_at`). The
     upload limit is that of `POST /api/jobs`."""
     data = await read_upload(content, components.settings.max_upload_bytes)
     assert data is not None
-    meta = uploads.parse_metadata(metadata)
+    meta = uploads.parse_metadata(await _metadata_of(metadata))
     await session.close()
     row = await usecases.upload_file(
         components,
@@ -49,6 +55,16 @@ async def create_file(
         metadata=meta,
     )
     return uploads.file_of(row, base_url(request))
+
+
+async def _metadata_of(part: str | UploadFile | None) -> str | bytes | None:
+    """``metadata`` however it came: a field's text, or the bytes of a part with a file name (the
+    form parser takes such a part for a file, and a JavaScript ``Blob`` always has one: ``blob``)."""
+    # Not isinstance(part, UploadFile): the form parser makes Starlette's, which FastAPI's subclasses.
+    if part is None or isinstance(part, str):
+        return part
+    # A byte past the most parse_metadata takes is enough to refuse it: the rest is never read.
+    return await part.read(uploads.MAX_METADATA_BYTES + 1)
 
 
 @router.get("/files", response_model=FilePage)
