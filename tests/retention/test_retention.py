@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from mlservice.apikeys.tables import ApiKey
+from mlservice.chats.tables import TelegramLinkCode
 from mlservice.history.tables import PredictionRequest
 from mlservice.idempotency import service as idempotency
 from mlservice.idempotency.tables import IdempotencyKey
@@ -24,6 +25,7 @@ from mlservice.retention.sweeper import RetentionSweeper
 from mlservice.types import utcnow
 from mlservice.uploads.repository import upload_key
 from mlservice.uploads.tables import UploadedFile
+from mlservice.users.tables import AuthSession
 from mlservice.webhooks.tables import WebhookDelivery
 from tests.conftest import Service
 from tests.fixtures.history import add_job, add_request, user_id
@@ -126,7 +128,25 @@ async def test_expired_rows_go_and_younger_ones_stay(
                 "old": add_request(session, owner, "test-echo", at=now - 365 * DAY - SECOND),
                 "young": add_request(session, owner, "test-echo", at=now - 365 * DAY + MINUTE),
             }
-            session.add_all([*keys.values(), *uploads.values(), *deliveries.values(), *keys_api.values()])
+            browsers = {
+                "expired": AuthSession(user_id=owner, expires_at=now - SECOND),
+                "logged_out": AuthSession(user_id=owner, expires_at=now + DAY, ended_at=now - SECOND),
+                "live": AuthSession(user_id=owner, expires_at=now + MINUTE),
+            }
+            codes = {
+                "expired": TelegramLinkCode(code_hash="a" * 64, user_id=owner, expires_at=now - SECOND),
+                "live": TelegramLinkCode(code_hash="b" * 64, user_id=owner, expires_at=now + MINUTE),
+            }
+            session.add_all(
+                [
+                    *keys.values(),
+                    *uploads.values(),
+                    *deliveries.values(),
+                    *keys_api.values(),
+                    *browsers.values(),
+                    *codes.values(),
+                ]
+            )
             await session.flush()
             for row in uploads.values():
                 await storage.put(upload_key(row.id), b"abc", session=session)
@@ -140,8 +160,12 @@ async def test_expired_rows_go_and_younger_ones_stay(
             "webhook_deliveries": 2,
             "api_keys": 1,
             "request_history": 1,
+            "browser_sessions": 2,
+            "telegram_link_codes": 1,
         }
         assert await ids(service, IdempotencyKey.id) == {keys["young"].id}
+        assert await ids(service, AuthSession.id) == {browsers["live"].id}
+        assert await ids(service, TelegramLinkCode.code_hash) == {"b" * 64}
         assert await ids(service, UploadedFile.id) == {uploads["live"].id}
         assert not await storage.exists(upload_key(uploads["expired"].id))
         assert await storage.get(upload_key(uploads["live"].id)) == b"abc"

@@ -86,3 +86,14 @@ async def linked_user(session: AsyncSession, chat_id: int) -> uuid.UUID | None:
         select(TelegramLink.user_id).where(TelegramLink.chat_id == chat_id)
     )
     return user_id
+
+
+async def delete_expired_codes(session: AsyncSession, now: datetime, *, limit: int) -> int:
+    """Delete up to ``limit`` link codes that expired before ``now`` unused (retention, one batch)."""
+    expired = select(TelegramLinkCode.code_hash).where(TelegramLinkCode.expires_at < now).limit(limit)
+    result = await session.execute(
+        delete(TelegramLinkCode)
+        .where(TelegramLinkCode.code_hash.in_(expired))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -14,7 +14,19 @@ JOB_FILES = "job_files"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
 API_KEYS = "api_keys"
 REQUEST_HISTORY = "request_history"
-KINDS = (IDEMPOTENCY_KEYS, UPLOADS, JOB_FILES, WEBHOOK_DELIVERIES, API_KEYS, REQUEST_HISTORY)
+# Gone once they can no longer be used (no setting: nothing is ever read from them afterwards).
+BROWSER_SESSIONS = "browser_sessions"
+LINK_CODES = "telegram_link_codes"
+KINDS = (
+    IDEMPOTENCY_KEYS,
+    UPLOADS,
+    JOB_FILES,
+    WEBHOOK_DELIVERIES,
+    API_KEYS,
+    REQUEST_HISTORY,
+    BROWSER_SESSIONS,
+    LINK_CODES,
+)
 
 
 def _kept(amount: float, unit: timedelta) -> timedelta | None:

@@ -11,6 +11,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.apikeys import service as apikeys
+from mlservice.chats import service as chats
 from mlservice.db import Database
 from mlservice.errors import ServiceUnavailable
 from mlservice.history import service as history
@@ -19,9 +20,11 @@ from mlservice.jobs import repository as jobs
 from mlservice.jobs.settle import artifact_key
 from mlservice.retention.policy import (
     API_KEYS,
+    BROWSER_SESSIONS,
     IDEMPOTENCY_KEYS,
     JOB_FILES,
     KINDS,
+    LINK_CODES,
     REQUEST_HISTORY,
     UPLOADS,
     WEBHOOK_DELIVERIES,
@@ -29,6 +32,7 @@ from mlservice.retention.policy import (
 )
 from mlservice.storage.base import Storage
 from mlservice.uploads import repository as uploads
+from mlservice.users import service as users
 from mlservice.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
@@ -67,7 +71,11 @@ async def _job_files(
 
 def batches(policy: RetentionPolicy, now: datetime) -> list[tuple[str, Batch]]:
     """What to remove at ``now``, kind by kind (a kind kept forever has none)."""
-    found: list[tuple[str, Batch]] = [(UPLOADS, partial(_uploads, now=now))]
+    found: list[tuple[str, Batch]] = [
+        (UPLOADS, partial(_uploads, now=now)),
+        (BROWSER_SESSIONS, _rows(users.delete_finished_sessions, now)),
+        (LINK_CODES, _rows(chats.delete_expired_codes, now)),
+    ]
     if policy.idempotency_keys is not None:
         found.append((IDEMPOTENCY_KEYS, _rows(idempotency.delete_older, now - policy.idempotency_keys)))
     if policy.job_files is not None:

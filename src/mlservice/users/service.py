@@ -4,9 +4,9 @@ a password, promoting an administrator, and browser sessions."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -101,3 +101,17 @@ async def end_session(session: AsyncSession, session_id: uuid.UUID) -> None:
         .values(ended_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+
+
+async def delete_finished_sessions(session: AsyncSession, now: datetime, *, limit: int) -> int:
+    """Delete up to ``limit`` browser sessions that expired or were logged out before ``now``
+    (retention, one batch): their cookies are refused either way, so the rows tell nothing more."""
+    finished = (
+        select(AuthSession.id)
+        .where(or_(AuthSession.expires_at < now, AuthSession.ended_at < now))
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(AuthSession).where(AuthSession.id.in_(finished)).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
