@@ -1,4 +1,5 @@
-"""The declarative base every table derives from, with constraint names Alembic can rely on.
+"""The declarative base every table derives from, with constraint names Alembic can rely on, and
+the batched delete the retention sweep runs on many tables.
 
 Kept apart from :mod:`mlservice.db` (engines and units of work): tables need only this, and the
 database module imports every table, so the two never import each other.
@@ -6,8 +7,11 @@ database module imports every table, so the two never import each other.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, MetaData
-from sqlalchemy.orm import DeclarativeBase
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Integer, MetaData, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 
 # Constraint names Alembic can rely on, on both databases.
 NAMING_CONVENTION = {
@@ -24,3 +28,18 @@ BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+async def delete_some(
+    session: AsyncSession, key: InstrumentedAttribute[Any], *where: ColumnElement[bool], limit: int
+) -> int:
+    """Delete up to ``limit`` rows matching ``where`` (one batch of a retention sweep); how many.
+
+    Neither SQLite nor PostgreSQL has ``DELETE ... LIMIT``: the rows are named by a bounded
+    subquery of their primary ``key``.
+    """
+    batch = select(key).where(*where).limit(limit)
+    result = await session.execute(
+        delete(key.class_).where(key.in_(batch)).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

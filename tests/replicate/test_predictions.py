@@ -102,6 +102,22 @@ async def test_create_and_wait_gives_the_finished_prediction(service: Service) -
     assert artifact.content == b"hello"
 
 
+def unsaved_job(status: JobStatus, **fields: Any) -> Job:
+    """A ``test-echo`` job in ``status``, never written: what a prediction is drawn from."""
+    return Job(
+        id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        model_slug="test-echo",
+        status=status,
+        cost=3,
+        params={},
+        input_meta={},
+        input_text="x",
+        artifacts={},
+        **fields,
+    )
+
+
 async def test_statuses_are_replicates(service: Service) -> None:
     """queued → starting, running → processing; the finished ones keep their names."""
     now = utcnow()
@@ -113,16 +129,8 @@ async def test_statuses_are_replicates(service: Service) -> None:
         JobStatus.canceled: "canceled",
     }
     for status, name in expected.items():
-        job = Job(
-            id=uuid.uuid4(),
-            user_id=uuid.uuid4(),
-            model_slug="test-echo",
-            status=status,
-            cost=3,
-            params={},
-            input_meta={},
-            input_text="x",
-            artifacts={},
+        job = unsaved_job(
+            status,
             created_at=now,
             finished_at=now + timedelta(seconds=1) if status.finished else None,
             error_code="prediction_failed" if status is JobStatus.failed else None,
@@ -142,19 +150,7 @@ def test_metrics_once_finished_only() -> None:
     now = utcnow()
 
     def metrics(status: JobStatus, **times: Any) -> Any:
-        job = Job(
-            id=uuid.uuid4(),
-            user_id=uuid.uuid4(),
-            model_slug="test-echo",
-            status=status,
-            cost=3,
-            params={},
-            input_meta={},
-            input_text="x",
-            artifacts={},
-            created_at=now,
-            **times,
-        )
+        job = unsaved_job(status, created_at=now, **times)
         # As /v1 answers it and as its webhook bodies carry it: both are this dump.
         return prediction_of(job, {"test-echo": EchoText}, "http://x").model_dump(mode="json")["metrics"]
 

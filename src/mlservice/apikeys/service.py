@@ -20,11 +20,12 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.apikeys.tables import ApiKey
 from mlservice.errors import Conflict, NotFound
+from mlservice.orm import delete_some
 from mlservice.types import utcnow
 from mlservice.users.tables import User
 
@@ -128,11 +129,7 @@ async def revoke_key(session: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUI
 async def delete_revoked(session: AsyncSession, revoked_before: datetime, *, limit: int) -> int:
     """Delete up to ``limit`` keys revoked before ``revoked_before`` (retention, one batch). A
     deleted key is refused as any unknown key is."""
-    oldest = select(ApiKey.id).where(ApiKey.revoked_at < revoked_before).limit(limit)
-    result = await session.execute(
-        delete(ApiKey).where(ApiKey.id.in_(oldest)).execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return await delete_some(session, ApiKey.id, ApiKey.revoked_at < revoked_before, limit=limit)
 
 
 def use_is_due(last_used_at: datetime | None, now: datetime) -> bool:

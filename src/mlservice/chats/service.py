@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.chats.tables import TelegramLink, TelegramLinkCode
 from mlservice.errors import AppError
+from mlservice.orm import delete_some
 from mlservice.types import utcnow
 
 CODE_LIFETIME = timedelta(minutes=10)
@@ -90,10 +91,6 @@ async def linked_user(session: AsyncSession, chat_id: int) -> uuid.UUID | None:
 
 async def delete_expired_codes(session: AsyncSession, now: datetime, *, limit: int) -> int:
     """Delete up to ``limit`` link codes that expired before ``now`` unused (retention, one batch)."""
-    expired = select(TelegramLinkCode.code_hash).where(TelegramLinkCode.expires_at < now).limit(limit)
-    result = await session.execute(
-        delete(TelegramLinkCode)
-        .where(TelegramLinkCode.code_hash.in_(expired))
-        .execution_options(synchronize_session=False)
+    return await delete_some(
+        session, TelegramLinkCode.code_hash, TelegramLinkCode.expires_at < now, limit=limit
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from mlservice.history.schemas import HistoryItem, HistoryJob, ResultSummary
 from mlservice.history.tables import PredictionRequest
 from mlservice.jobs.schemas import JobError
 from mlservice.jobs.tables import Job, JobStatus
+from mlservice.orm import delete_some
 from mlservice.predictors.base import Predictor
 from mlservice.users.tables import User
 
@@ -245,13 +246,9 @@ async def delete_requests(session: AsyncSession, *, before: datetime | None = No
 
 async def delete_oldest(session: AsyncSession, created_before: datetime, *, limit: int) -> int:
     """Delete up to ``limit`` history rows older than ``created_before`` (retention, one batch)."""
-    oldest = select(PredictionRequest.id).where(PredictionRequest.created_at < created_before).limit(limit)
-    result = await session.execute(
-        delete(PredictionRequest)
-        .where(PredictionRequest.id.in_(oldest))
-        .execution_options(synchronize_session=False)
+    return await delete_some(
+        session, PredictionRequest.id, PredictionRequest.created_at < created_before, limit=limit
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def check_period(

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import AppError
 from mlservice.idempotency.tables import IdempotencyKey
+from mlservice.orm import delete_some
 
 MAX_KEY_LENGTH = 255
 
@@ -130,10 +131,6 @@ async def run_once(
 async def delete_older(session: AsyncSession, created_before: datetime, *, limit: int) -> int:
     """Forget up to ``limit`` keys used before ``created_before`` (retention): a request with one
     of them again runs anew, as Stripe's do once a key is 24 hours old."""
-    oldest = select(IdempotencyKey.id).where(IdempotencyKey.created_at < created_before).limit(limit)
-    result = await session.execute(
-        delete(IdempotencyKey)
-        .where(IdempotencyKey.id.in_(oldest))
-        .execution_options(synchronize_session=False)
+    return await delete_some(
+        session, IdempotencyKey.id, IdempotencyKey.created_at < created_before, limit=limit
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import AppError
+from mlservice.orm import delete_some
 from mlservice.types import utcnow
 from mlservice.users.passwords import hash_password, password_problem, verify_password
 from mlservice.users.tables import AuthSession, User
@@ -106,12 +107,5 @@ async def end_session(session: AsyncSession, session_id: uuid.UUID) -> None:
 async def delete_finished_sessions(session: AsyncSession, now: datetime, *, limit: int) -> int:
     """Delete up to ``limit`` browser sessions that expired or were logged out before ``now``
     (retention, one batch): their cookies are refused either way, so the rows tell nothing more."""
-    finished = (
-        select(AuthSession.id)
-        .where(or_(AuthSession.expires_at < now, AuthSession.ended_at < now))
-        .limit(limit)
-    )
-    result = await session.execute(
-        delete(AuthSession).where(AuthSession.id.in_(finished)).execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    finished = or_(AuthSession.expires_at < now, AuthSession.ended_at < now)
+    return await delete_some(session, AuthSession.id, finished, limit=limit)

@@ -7,12 +7,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.jobs.service import get_owned_job
+from mlservice.orm import delete_some
 from mlservice.types import utcnow
 from mlservice.webhooks.destinations import InvalidWebhook, check_url
 from mlservice.webhooks.outbox import EVENTS
@@ -108,14 +109,5 @@ async def delete_settled(session: AsyncSession, settled_before: datetime, *, sta
     """
     if status == "pending":
         raise ValueError("pending deliveries are still being sent")
-    oldest = (
-        select(WebhookDelivery.id)
-        .where(WebhookDelivery.status == status, WebhookDelivery.next_attempt_at < settled_before)
-        .limit(limit)
-    )
-    result = await session.execute(
-        delete(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(oldest))
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    settled = (WebhookDelivery.status == status, WebhookDelivery.next_attempt_at < settled_before)
+    return await delete_some(session, WebhookDelivery.id, *settled, limit=limit)
