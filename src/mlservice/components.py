@@ -26,7 +26,7 @@ from mlservice.faces.hooks import face_hooks
 from mlservice.jobs import repository as jobs_repository
 from mlservice.jobs.backpressure import QueueCaps
 from mlservice.jobs.dispatch import JobPublisher
-from mlservice.jobs.events import JobEvents
+from mlservice.jobs.events import Channel, JobEvents
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.hooks import JobHooks
 from mlservice.jobs.prediction_view import WEBHOOK_FLAVOUR as V1_FLAVOUR
@@ -164,6 +164,9 @@ def build_components(
             hooks=job_hooks(predictors),
             backoff=Backoff(settings.job_retry_base_seconds, settings.job_retry_max_seconds),
         )
+        # A cancel heard in this process (from any process) stops the predictor running the job.
+        events.on_canceled(executor.live.cancel)
+        events.on_reconnect(executor.live.look_again)
         workers = JobWorkers(
             db,
             queue,
@@ -210,17 +213,19 @@ def build_components(
     )
 
 
-async def connect_queue(components: Components, *, listen: bool = True) -> None:
-    """Connect to the broker and start the publisher, the finish events and the deliverer.
+async def connect_queue(components: Components, *, serves_requests: bool = True) -> None:
+    """Connect to the broker and start the publisher, the job events and the deliverer.
 
-    ``listen``: hear of jobs finished in other processes, for this process's waiters (a worker
-    process has none, and its own finishes wake no one either).
+    The job events heard from other processes: finishes and changes for the waiters and streams
+    of a process that serves requests (a worker process has neither), cancels where workers run.
     """
     if isinstance(components.queue, RabbitMQQueue):
         await components.queue.connect(components.predictors)
     await components.publisher.start()
-    if listen:
-        await components.events.start()
+    channels = [Channel.finished, Channel.changed] if serves_requests else []
+    if components.workers is not None:
+        channels.append(Channel.canceled)
+    await components.events.start(channels)
     if components.webhooks is not None:
         await components.webhooks.start()
 

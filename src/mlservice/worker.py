@@ -54,7 +54,7 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # Nobody here waits on a job (that is the API's and the bot's): no LISTEN connection.
-    await connect_queue(components, listen=False)
+    await connect_queue(components, serves_requests=False)
     health: asyncio.Server | None = None
     try:
         await start_workers(components)

@@ -165,7 +165,10 @@ def test_metrics_once_finished_only() -> None:
     assert metrics(JobStatus.failed, **later) == {"predict_time": 2.0, "total_time": 3.0}
     # Canceled while queued: no model ran.
     assert metrics(JobStatus.canceled, finished_at=later["finished_at"]) == {"total_time": 3.0}
-    assert metrics(JobStatus.canceled, **later) == {"total_time": 3.0}
+    # Canceled while running: the model ran from the start to the cancel.
+    assert metrics(JobStatus.canceled, **later) == {"predict_time": 2.0, "total_time": 3.0}
+    # Aborted at its deadline before it started: no model ran.
+    assert metrics(JobStatus.aborted, finished_at=later["finished_at"]) == {"total_time": 3.0}
 
 
 def test_prefer_and_cursor_parsing_refuse_garbage() -> None:

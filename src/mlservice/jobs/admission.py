@@ -56,7 +56,7 @@ _users, _wallets, _jobs, _holds, _ledger, _requests = (
 
 # The parameters every statement below takes (``b_``: a bind name may not be a column's name).
 # Job: b_job_id, b_user_id, b_price, b_now, b_model_slug, b_params, b_input_meta, b_input_file,
-# b_input_text, b_request_id, b_webhook_url, b_webhook_events, b_webhook_flavour. History row:
+# b_input_text, b_request_id, b_webhook_url, b_webhook_events, b_webhook_flavour, b_cancel_at. History row:
 # b_received_at, b_requested_slug, b_input_bytes, b_image_width, b_image_height, b_record_request_id.
 _price = bindparam("b_price", type_=BigInteger)
 _user_id = bindparam("b_user_id", type_=_wallets.c.user_id.type)
@@ -109,6 +109,7 @@ _JOB_VALUES: dict[str, Any] = {
     "webhook_url": bindparam("b_webhook_url", type_=_jobs.c.webhook_url.type),
     "webhook_events": bindparam("b_webhook_events", type_=_jobs.c.webhook_events.type),
     "webhook_flavour": bindparam("b_webhook_flavour", type_=_jobs.c.webhook_flavour.type),
+    "cancel_at": bindparam("b_cancel_at", type_=_jobs.c.cancel_at.type),
 }
 _HOLD_VALUES: dict[str, Any] = {
     "user_id": _user_id,

@@ -27,6 +27,8 @@ class Claimed:
     request_id: str | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    # The deadline its ``Cancel-After`` set: past it the job is canceled.
+    cancel_at: datetime | None = None
 
 
 @dataclass
@@ -37,6 +39,10 @@ class Outcome:
     processing_ms: float | None = None
     # The model (not the input) failed: worth another attempt, up to the attempt limit.
     retryable: bool = False
+    # The predictor's log lines while it ran this job.
+    logs: str | None = None
+    # The job was canceled while it ran: there is nothing to record (its cancel did).
+    canceled: bool = False
 
 
 class Disposition(enum.StrEnum):

@@ -26,12 +26,20 @@ from mlservice.db import Database, after_commit
 from mlservice.jobs import repository
 from mlservice.jobs.attempts import Claimed, Disposition, Outcome
 from mlservice.jobs.batch_settle import Success, settle_successes, settle_successes_alone
-from mlservice.jobs.events import announce_committed
+from mlservice.jobs.events import announce_changed_here, announce_committed
 from mlservice.jobs.hooks import JobHooks
+from mlservice.jobs.live import LiveJobs, capture_logs, joined
 from mlservice.jobs.retries import Backoff, is_retryable
+from mlservice.jobs.service import end_overdue
 from mlservice.jobs.settle import SuccessHook, record_outcome
 from mlservice.observability.jobs import BatchReport, JobTelemetry
-from mlservice.predictors.base import InvalidInput, PermanentError, PredictInput, PredictOutput
+from mlservice.predictors.base import (
+    InvalidInput,
+    JobCanceled,
+    PermanentError,
+    PredictInput,
+    PredictOutput,
+)
 from mlservice.predictors.pool import PredictorPool
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
@@ -64,6 +72,8 @@ class JobExecutor:
         self.backoff = backoff if backoff is not None else Backoff()
         # Jobs this process has claimed and not yet settled -> attempt: their leases get renewed.
         self.running: dict[uuid.UUID, int] = {}
+        # Their controls: progress reports out, cancels in.
+        self.live = LiveJobs(db)
         # Jobs sent back for another attempt -> seconds their message waits before it is redelivered
         # (taken by the worker that settles the message).
         self.retry_delays: dict[uuid.UUID, float] = {}
@@ -98,6 +108,9 @@ class JobExecutor:
         # their lease running out, and to the sweeper.)
         for job in claimed:
             self.running[job.id] = job.attempt
+            self.live.start(job.id, job.attempt, job.cancel_at)
+        # This process's watchers see the start at once (other processes' look again soon).
+        announce_changed_here(self.db, [job.id for job in claimed])
         return claimed
 
     async def run_batch(self, model_slug: str, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, Disposition]:
@@ -105,6 +118,7 @@ class JobExecutor:
         claimed = await self.claim(job_ids)
         if not claimed:
             return dict.fromkeys(job_ids, Disposition.ack)
+        outcomes: dict[uuid.UUID, Outcome] = {}
         try:
             with self.telemetry.running(model_slug, claimed):
                 outcomes = await self._predict(model_slug, claimed)
@@ -112,14 +126,28 @@ class JobExecutor:
         finally:
             for job in claimed:
                 self.running.pop(job.id, None)
+                self.live.done(job.id)
+        if any(outcome.canceled for outcome in outcomes.values()):
+            # Those past their deadline end now rather than at the next sweep.
+            await self._end_overdue()
         return dict.fromkeys(job_ids, Disposition.ack) | settled
+
+    async def _end_overdue(self) -> None:
+        try:
+            async with self.db.session(write=True) as session:
+                await end_overdue(session, metrics=self.telemetry.metrics)
+        except Exception:
+            log.warning("could not end the jobs past their deadline; the sweep will", exc_info=True)
 
     async def renew_leases(self) -> int:
         """Extend the lease of every job this process is running; returns how many were renewed."""
         if not self.running:
             return 0
         async with self.db.session(write=True) as session:
-            return await repository.renew_leases(session, list(self.running), utcnow() + self.lease)
+            renewed = await repository.renew_leases(session, list(self.running), utcnow() + self.lease)
+        # A cancel whose notification was lost is found here, a lease renewal later at most.
+        await self.live.check()
+        return renewed
 
     async def _predict(self, model_slug: str, claimed: list[Claimed]) -> dict[uuid.UUID, Outcome]:
         outcomes: dict[uuid.UUID, Outcome] = {}
@@ -151,49 +179,83 @@ class JobExecutor:
                         error_code="input_missing", error_message="The input file is gone."
                     )
                     continue
+            control = self.live.control(job.id)
             runnable.append(
                 (
                     job,
                     PredictInput(
-                        data=data, text=job.input_text, params=job.params, context=contexts.get(job.id)
+                        data=data,
+                        text=job.input_text,
+                        params=job.params,
+                        context=contexts.get(job.id),
+                        **({"control": control} if control is not None else {}),
                     ),
                 )
             )
+        logs: dict[uuid.UUID, list[str]] = {job.id: [] for job, _ in runnable}
 
         async def run(items: list[tuple[Claimed, PredictInput]]) -> None:
             started = time.perf_counter()
-            results: list[PredictOutput] = await anyio.to_thread.run_sync(
-                predictor.predict_batch, [i for _, i in items], limiter=self.pool.limiters[model_slug]
-            )
+            with capture_logs(len(items)) as lines:
+                try:
+                    results: list[PredictOutput] = await anyio.to_thread.run_sync(
+                        predictor.predict_batch, [i for _, i in items], limiter=self.pool.limiters[model_slug]
+                    )
+                finally:
+                    for (job, _), kept in zip(items, lines, strict=True):
+                        logs[job.id] = kept
             elapsed = (time.perf_counter() - started) * 1000
             if len(results) != len(items):
                 # The same code on the same inputs would do it again: no attempt can succeed.
                 raise PermanentError(f"{model_slug} returned {len(results)} outputs for {len(items)} inputs")
-            for (job, _), result in zip(items, results, strict=True):
-                outcomes[job.id] = Outcome(prediction=result, processing_ms=round(elapsed, 3))
+            for (job, item), result in zip(items, results, strict=True):
+                if item.control.canceled:
+                    # Canceled while it ran: the result is dropped.
+                    outcomes[job.id] = Outcome(canceled=True)
+                    continue
+                outcomes[job.id] = Outcome(
+                    prediction=result, processing_ms=round(elapsed, 3), logs=joined(logs[job.id])
+                )
 
         async def run_isolating(items: list[tuple[Claimed, PredictInput]]) -> None:
+            for job, item in items:
+                if item.control.canceled:
+                    outcomes[job.id] = Outcome(canceled=True)
+            items = [(job, item) for job, item in items if job.id not in outcomes]
+            if not items:
+                return
             try:
                 await run(items)
-            except Exception as exc:
-                if len(items) > 1:
-                    # One bad input must not fail its batch-mates: run them one by one.
-                    for item in items:
-                        await run_isolating([item])
+            except JobCanceled:
+                if any(item.control.canceled for _, item in items):
+                    # Some job of the batch was canceled; the others run on without it.
+                    await run_isolating(items)
                     return
-                job_id = items[0][0].id
-                if isinstance(exc, InvalidInput):
-                    outcomes[job_id] = Outcome(error_code=exc.code, error_message=exc.message)
-                elif not is_retryable(exc):
-                    log.warning("job %s failed in %s for good: %s", job_id, model_slug, exc)
-                    outcomes[job_id] = Outcome(error_code="prediction_failed", error_message=str(exc))
-                else:
-                    log.exception("job %s failed in %s", job_id, model_slug)
-                    outcomes[job_id] = Outcome(
-                        error_code="prediction_failed",
-                        error_message=f"The model failed on this input: {exc}",
-                        retryable=True,
-                    )
+                await failed(items, PermanentError(f"{model_slug} stopped a job nobody canceled"))
+            except Exception as exc:
+                await failed(items, exc)
+
+        async def failed(items: list[tuple[Claimed, PredictInput]], exc: Exception) -> None:
+            if len(items) > 1:
+                # One bad input must not fail its batch-mates: run them one by one.
+                for item in items:
+                    await run_isolating([item])
+                return
+            job_id = items[0][0].id
+            kept = joined(logs[job_id])
+            if isinstance(exc, InvalidInput):
+                outcomes[job_id] = Outcome(error_code=exc.code, error_message=exc.message, logs=kept)
+            elif not is_retryable(exc):
+                log.warning("job %s failed in %s for good: %s", job_id, model_slug, exc)
+                outcomes[job_id] = Outcome(error_code="prediction_failed", error_message=str(exc), logs=kept)
+            else:
+                log.error("job %s failed in %s", job_id, model_slug, exc_info=exc)
+                outcomes[job_id] = Outcome(
+                    error_code="prediction_failed",
+                    error_message=f"The model failed on this input: {exc}",
+                    retryable=True,
+                    logs=kept,
+                )
 
         if runnable:
             await run_isolating(runnable)
@@ -219,6 +281,16 @@ class JobExecutor:
         raise AssertionError("unreachable")
 
     async def _finish(
+        self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome], model_slug: str
+    ) -> dict[uuid.UUID, Disposition]:
+        # A canceled job's cancel recorded its end (or its deadline's will): nothing to write.
+        canceled = {job.id: Disposition.ack for job in claimed if outcomes[job.id].canceled}
+        claimed = [job for job in claimed if job.id not in canceled]
+        if not claimed:
+            return canceled
+        return canceled | await self._finish_ran(claimed, outcomes, model_slug)
+
+    async def _finish_ran(
         self, claimed: list[Claimed], outcomes: dict[uuid.UUID, Outcome], model_slug: str
     ) -> dict[uuid.UUID, Disposition]:
         hooks = self.hooks.get(model_slug)
@@ -303,7 +375,12 @@ DEADLOCK_RETRIES = 3
 
 def _is_plain(outcome: Outcome) -> bool:
     prediction = outcome.prediction
-    return outcome.error_code is None and prediction is not None and not prediction.artifacts
+    return (
+        outcome.error_code is None
+        and prediction is not None
+        and not prediction.artifacts
+        and not outcome.logs
+    )
 
 
 def _announces_completion(job: Claimed) -> bool:

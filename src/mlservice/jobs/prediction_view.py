@@ -23,7 +23,7 @@ from mlservice.jobs.validation import MAX_TEXT_LENGTH
 from mlservice.jobs.views import files_expired_at
 from mlservice.predictors.base import Predictor
 
-PredictionStatus = Literal["starting", "processing", "succeeded", "failed", "canceled"]
+PredictionStatus = Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
 
 # The flavour of the webhook bodies of jobs made through /v1 (see mlservice.webhooks).
 WEBHOOK_FLAVOUR = "replicate"
@@ -37,6 +37,7 @@ _STATUSES: dict[str, PredictionStatus] = {
     JobStatus.succeeded: "succeeded",
     JobStatus.failed: "failed",
     JobStatus.canceled: "canceled",
+    JobStatus.aborted: "aborted",
 }
 
 
@@ -61,9 +62,9 @@ def metrics_of(job: Job) -> PredictionMetrics:
     if not status.finished or job.finished_at is None:
         return PredictionMetrics()
     predict = job.processing_ms / 1000 if job.processing_ms is not None else None
-    if predict is None and job.started_at is not None and status is not JobStatus.canceled:
-        # A failure records no model time (the model raised, timed out or never loaded): the time
-        # from the attempt's start is. Not for a canceled job: only queued ones are canceled.
+    if predict is None and job.started_at is not None:
+        # A failure or a cancel records no model time (the model raised, timed out, never loaded
+        # or was stopped): the time from the attempt's start is. An aborted job never started.
         predict = max((job.finished_at - job.started_at).total_seconds(), 0.0)
     return PredictionMetrics(
         predict_time=predict, total_time=(job.finished_at - job.created_at).total_seconds()
@@ -188,7 +189,7 @@ def prediction_of(
         input=given,
         output=output,
         error=(job.error_message or job.error_code) if status is JobStatus.failed else None,
-        logs="",
+        logs=job.logs or "",
         status="starting" if waited_out and not status.finished else _STATUSES[status],
         # As Replicate says of a prediction whose files it removed: its file URLs answer 410.
         data_removed=files_expired_at(job) is not None,

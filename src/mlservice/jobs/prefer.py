@@ -1,7 +1,9 @@
-"""``Prefer: wait`` (RFC 7240): a submit that answers with the finished job, for ``POST /api/jobs``
-and ``/v1``'s predictions alike."""
+"""The headers of a submit, for ``POST /api/jobs`` and ``/v1``'s predictions alike: ``Prefer: wait``
+(RFC 7240), a submit that answers with the finished job, and ``Cancel-After``, a deadline."""
 
 from __future__ import annotations
+
+import re
 
 from mlservice.errors import AppError
 
@@ -28,3 +30,38 @@ def wait_seconds(prefer: str | None) -> float | None:
             raise InvalidPrefer(f"`Prefer: wait=N` takes N from 1 to {MAX_WAIT_S} seconds.")
         return int(value)
     return None
+
+
+# -- Cancel-After (Replicate's deadline) ----------------------------------------------------------
+
+MIN_CANCEL_AFTER_S = 1
+MAX_CANCEL_AFTER_S = 7 * 24 * 3600
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+class InvalidCancelAfter(AppError):
+    status_code = 400
+    code = "invalid_cancel_after"
+
+
+def cancel_after_seconds(value: str | None) -> float | None:
+    """The deadline a ``Cancel-After`` header sets, in seconds from now: a duration such as
+    ``30s``, ``5m``, ``1h30m`` or ``1.5h``, or a bare number of seconds."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip().lower()
+    seconds: float
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        seconds = float(text)
+    elif re.fullmatch(f"(?:{_DURATION.pattern})+", text):
+        seconds = sum(float(amount) * _UNITS[unit] for amount, unit in _DURATION.findall(text))
+    else:
+        raise InvalidCancelAfter(
+            "`Cancel-After` takes a duration such as 30s, 5m or 1h30m (or a number of seconds)."
+        )
+    if not MIN_CANCEL_AFTER_S <= seconds <= MAX_CANCEL_AFTER_S:
+        raise InvalidCancelAfter(
+            f"`Cancel-After` must be from {MIN_CANCEL_AFTER_S} s to {MAX_CANCEL_AFTER_S // 86400} days."
+        )
+    return seconds

@@ -49,7 +49,12 @@ def _claim(*which: ColumnElement[bool]) -> Update:
         .where(
             _jobs.c.id.in_(
                 select(_jobs.c.id)
-                .where(*which, _jobs.c.status == JobStatus.queued)
+                .where(
+                    *which,
+                    _jobs.c.status == JobStatus.queued,
+                    # Past its deadline a queued job is not started: the sweep aborts it.
+                    or_(_jobs.c.cancel_at.is_(None), _jobs.c.cancel_at > bindparam("now")),
+                )
                 .order_by(_jobs.c.id)
                 .with_for_update()
                 .scalar_subquery()
@@ -75,6 +80,7 @@ def _claim(*which: ColumnElement[bool]) -> Update:
             _jobs.c.request_id,
             _jobs.c.webhook_url,
             _jobs.c.webhook_events,
+            _jobs.c.cancel_at,
         )
     )
 
@@ -103,6 +109,7 @@ _SUCCEED = (
         output=bindparam("b_output"),
         artifacts=bindparam("b_artifacts"),
         processing_ms=bindparam("b_processing_ms"),
+        logs=bindparam("b_logs"),
         finished_at=bindparam("now"),
         lease_expires_at=None,
     )
@@ -117,6 +124,7 @@ _FAIL = (
         error_code=bindparam("b_error_code"),
         error_message=bindparam("b_error_message"),
         processing_ms=bindparam("b_processing_ms"),
+        logs=bindparam("b_logs"),
         finished_at=bindparam("now"),
         lease_expires_at=None,
     )
@@ -196,9 +204,16 @@ async def succeed(
     output: dict[str, Any],
     artifacts: dict[str, dict[str, Any]],
     processing_ms: float | None,
+    logs: str | None = None,
 ) -> Row[Any] | None:
     """Record a success if this attempt owns the job: the job's webhook fields, or None."""
-    guard = {"b_job_id": job_id, "attempt": attempt, "b_processing_ms": processing_ms, "now": utcnow()}
+    guard = {
+        "b_job_id": job_id,
+        "attempt": attempt,
+        "b_processing_ms": processing_ms,
+        "b_logs": logs,
+        "now": utcnow(),
+    }
     result = await session.execute(_SUCCEED, {**guard, "b_output": output, "b_artifacts": artifacts})
     return result.first()
 
@@ -211,9 +226,16 @@ async def fail(
     error_code: str,
     error_message: str | None,
     processing_ms: float | None,
+    logs: str | None = None,
 ) -> Row[Any] | None:
     """Record a failure if this attempt owns the job: the job's webhook fields, or None."""
-    guard = {"b_job_id": job_id, "attempt": attempt, "b_processing_ms": processing_ms, "now": utcnow()}
+    guard = {
+        "b_job_id": job_id,
+        "attempt": attempt,
+        "b_processing_ms": processing_ms,
+        "b_logs": logs,
+        "now": utcnow(),
+    }
     result = await session.execute(
         _FAIL, {**guard, "b_error_code": error_code, "b_error_message": error_message}
     )
@@ -358,15 +380,66 @@ async def runs_per_model(session: AsyncSession, user_id: uuid.UUID) -> dict[str,
 # -- writes of the API's path -------------------------------------------------------------------
 
 
-async def cancel_queued(session: AsyncSession, job_id: uuid.UUID) -> bool:
-    """Mark a queued job canceled; False when it is no longer queued (claimed, finished)."""
+async def end_unfinished(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    status: JobStatus,
+    *,
+    only: JobStatus | None = None,
+) -> bool:
+    """End a job that has not finished (queued or running; ``only``: in that status) with
+    ``status`` (canceled, aborted); False when it finished meanwhile. A worker still running it
+    then owns nothing: whatever it produces is dropped by the guard on its outcome."""
+    unfinished = [only] if only is not None else [JobStatus.queued, JobStatus.running]
     result = await session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued)
-        .values(status=JobStatus.canceled, finished_at=utcnow(), lease_expires_at=None)
+        .where(Job.id == job_id, Job.status.in_(unfinished))
+        .values(status=status, finished_at=utcnow(), lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def overdue(
+    session: AsyncSession, now: datetime, *, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID, str]]:
+    """Unfinished jobs whose deadline (``cancel_at``) passed: (id, user, status), in the lock
+    order (user, then id), at most ``limit``."""
+    rows = await session.execute(
+        select(Job.id, Job.user_id, Job.status)
+        .where(
+            Job.cancel_at.is_not(None),
+            Job.status.in_([JobStatus.queued, JobStatus.running]),
+            Job.cancel_at <= now,
+        )
+        .order_by(Job.user_id, Job.id)
+        .limit(limit)
+    )
+    return [(job_id, user_id, status) for job_id, user_id, status in rows]
+
+
+_PROGRESS = (
+    update(_jobs)
+    .where(*_OWNED)
+    .values(progress=bindparam("b_progress"), progress_message=bindparam("b_progress_message"))
+)
+
+
+async def record_progress(
+    session: AsyncSession, job_id: uuid.UUID, attempt: int, fraction: float, message: str | None
+) -> bool:
+    """Write the progress the attempt that owns the job reported; False if it owns it no more."""
+    result = await session.execute(
+        _PROGRESS,
+        {"b_job_id": job_id, "attempt": attempt, "b_progress": fraction, "b_progress_message": message},
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def statuses(session: AsyncSession, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:
+    """The status and attempt number of each of these jobs."""
+    rows = await session.execute(select(Job.id, Job.status, Job.attempts).where(Job.id.in_(sorted(job_ids))))
+    return {job_id: (status, attempts) for job_id, status, attempts in rows}
 
 
 _MARK_PUBLISHED = (

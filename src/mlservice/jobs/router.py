@@ -11,7 +11,7 @@ from mlservice.errors import error_responses
 from mlservice.history.dependencies import PredictionRequestDep
 from mlservice.jobs import service, usecases
 from mlservice.jobs.errors import FileTooLarge
-from mlservice.jobs.prefer import MAX_WAIT_S, wait_seconds
+from mlservice.jobs.prefer import MAX_WAIT_S, cancel_after_seconds, wait_seconds
 from mlservice.jobs.schemas import JobPage, JobRead
 from mlservice.jobs.tables import JobStatus
 from mlservice.jobs.validation import Submission
@@ -74,6 +74,14 @@ async def submit_job(
             "finishes, or when the wait ends",
         ),
     ] = None,
+    cancel_after: Annotated[
+        str | None,
+        Header(
+            alias="Cancel-After",
+            description="A deadline such as `30s`, `5m` or `1h30m`: still queued then, the job is "
+            "`aborted` (it costs nothing); running, it is `canceled`",
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Submit a job: the model's price is held now and charged only if the job succeeds.
 
@@ -82,6 +90,7 @@ async def submit_job(
     to be polled with `GET /api/jobs/{id}?wait=N`), and `Preference-Applied: wait=N`. An
     idempotent replay with it waits for the first request's job the same way."""
     wait_s = wait_seconds(prefer)  # a malformed Prefer is refused before anything is charged
+    deadline_s = cancel_after_seconds(cancel_after)
     settings = components.settings
     submission = Submission(
         model_slug=model,
@@ -89,6 +98,7 @@ async def submit_job(
         data=await read_upload(file, settings.max_upload_bytes),
         filename=file.filename if file else None,
         text=text,
+        cancel_after_s=deadline_s,
     )
     record.describe(submission)
     hook = subscription(webhook, webhook_events_filter, allow_private=settings.webhook_allow_private)

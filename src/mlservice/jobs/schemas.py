@@ -7,6 +7,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class JobProgress(BaseModel):
+    fraction: float = Field(ge=0, le=1, description="How far the model is, from 0 to 1")
+    message: str | None = Field(default=None, description="What it is doing, in a few words")
+
+
 class JobSummary(BaseModel):
     """A job in a listing: no input details, no result."""
 
@@ -22,6 +27,13 @@ class JobSummary(BaseModel):
     finished_at: datetime | None
     processing_ms: float | None
     error_code: str | None
+    progress: JobProgress | None = Field(
+        default=None, description="What the model last reported while running (null if nothing)"
+    )
+    cancel_at: datetime | None = Field(
+        default=None,
+        description="The deadline `Cancel-After` set: queued then, `aborted`; running, `canceled`",
+    )
 
 
 class JobError(BaseModel):
@@ -48,6 +60,7 @@ class JobRead(JobSummary):
         description="When the job's input and artifact files were removed (retention): fetching them "
         "then answers 410 `files_expired`. The job, its result and its cost stay. Null while kept.",
     )
+    logs: str | None = Field(default=None, description="The model's log lines for this job (once finished)")
 
 
 class JobPage(BaseModel):

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,13 +19,14 @@ from mlservice.idempotency import service as idempotency
 from mlservice.jobs import admission, repository
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.errors import FilesExpired, JobNotCancelable, JobNotFound, ModelUnavailable
-from mlservice.jobs.events import announce_finished
+from mlservice.jobs.events import announce_canceled, announce_finished
 from mlservice.jobs.settle import artifact_key
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import Submission, Validated, validate
 from mlservice.jobs.views import job_read
 from mlservice.observability.context import current_request_id
-from mlservice.observability.jobs import job_canceled, job_queued
+from mlservice.observability.jobs import job_ended, job_queued
+from mlservice.observability.metrics import ServiceMetrics
 from mlservice.predictors.base import InputLimits, Predictor
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
@@ -110,6 +112,11 @@ async def submit(
             attempts=0,
             created_at=now,
             request_id=current_request_id(),
+            cancel_at=(
+                None
+                if submission.cancel_after_s is None
+                else now + timedelta(seconds=submission.cancel_after_s)
+            ),
         )
         if webhook_url:
             webhooks.subscribe(job, webhook_url, webhook_events, flavour=webhook_flavour)
@@ -136,6 +143,7 @@ async def submit(
             "b_webhook_url": job.webhook_url,
             "b_webhook_events": job.webhook_events,
             "b_webhook_flavour": job.webhook_flavour,
+            "b_cancel_at": job.cancel_at,
             # The accepted request's history row (see RequestRecord.row).
             "b_received_at": record.received_at,
             "b_requested_slug": record.model_slug,
@@ -166,6 +174,7 @@ async def submit(
         file=hashlib.sha256(submission.data).hexdigest() if submission.data is not None else None,
         # Only with a webhook: keys of submissions without one keep their fingerprints.
         **({"webhook": [webhook_url, webhook_events]} if webhook_url else {}),
+        **({"cancel_after": submission.cancel_after_s} if submission.cancel_after_s is not None else {}),
     )
     outcome = await idempotency.run_once(
         session, user_id, "jobs.create", idempotency_key, fingerprint, create
@@ -252,17 +261,51 @@ async def list_jobs(
 
 
 async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    """Cancel a queued job and release its hold; a job a worker has claimed runs to its end."""
+    """Cancel a job that has not finished and release its hold, exactly once.
+
+    Queued, it never runs. Running, it is canceled at once; its worker is told to stop, and the
+    guard on the outcome drops whatever it produces afterwards.
+    """
     job = await get_owned_job(session, user_id, job_id)
-    if not await repository.cancel_queued(session, job.id):
+    # The wallet before the job, as the worker's settle locks them: the two cannot deadlock.
+    await wallet.lock_wallets(session, [user_id])
+    if not await repository.end_unfinished(session, job.id, JobStatus.canceled):
         await session.refresh(job)
-        raise JobNotCancelable(
-            f"Only queued jobs can be canceled; this one is {job.status}.", status=job.status
-        )
-    await wallet.release_hold(session, job.id)
-    await announce_finished(session, job.id)
-    if job.webhook_url:
-        webhooks.enqueue(session, job, "completed")
-    job_canceled(session, job)
+        raise JobNotCancelable(f"This job already {job.status}; it cannot be canceled.", status=job.status)
+    await _ended(session, job, JobStatus.canceled)
     await session.refresh(job)
     return job
+
+
+async def end_overdue(
+    session: AsyncSession, *, limit: int = 500, metrics: ServiceMetrics | None = None
+) -> int:
+    """End the jobs whose ``Cancel-After`` deadline passed: a queued one is aborted (it never
+    started, it costs nothing), a running one canceled; either way its hold is released. How many
+    it ended (at most ``limit``)."""
+    overdue = await repository.overdue(session, utcnow(), limit=limit)
+    if not overdue:
+        return 0
+    await wallet.lock_wallets(session, [user_id for _, user_id, _ in overdue])
+    ended: list[tuple[uuid.UUID, JobStatus]] = []
+    for job_id, _, status in overdue:
+        final = JobStatus.aborted if status == JobStatus.queued else JobStatus.canceled
+        if await repository.end_unfinished(session, job_id, final, only=JobStatus(status)):
+            ended.append((job_id, final))
+    jobs = await repository.many(session, [job_id for job_id, _ in ended])
+    for job_id, final in ended:
+        await _ended(session, jobs[job_id], final, metrics=metrics)
+    return len(ended)
+
+
+async def _ended(
+    session: AsyncSession, job: Job, status: JobStatus, *, metrics: ServiceMetrics | None = None
+) -> None:
+    """What a job ended by its owner or its deadline (not by a worker) brings with it."""
+    await wallet.release_hold(session, job.id)
+    await announce_finished(session, job.id)
+    # A worker may have claimed it: it stops the predictor (a queued job's worker finds nothing).
+    await announce_canceled(session, job.id)
+    if job.webhook_url:
+        webhooks.enqueue(session, job, "completed")
+    job_ended(session, job, status, metrics=metrics)

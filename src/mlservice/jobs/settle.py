@@ -66,6 +66,7 @@ async def record_outcome(
             output=prediction.result,
             artifacts=artifacts,
             processing_ms=outcome.processing_ms,
+            logs=outcome.logs,
         )
     else:
         owned = await repository.fail(
@@ -75,6 +76,7 @@ async def record_outcome(
             error_code=outcome.error_code or "prediction_failed",
             error_message=outcome.error_message,
             processing_ms=outcome.processing_ms,
+            logs=outcome.logs,
         )
     if owned is None:
         log.warning("job %s attempt %s lost its claim; result dropped", job_id, attempt)

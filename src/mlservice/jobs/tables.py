@@ -18,10 +18,17 @@ class JobStatus(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     canceled = "canceled"
+    # Its deadline (``Cancel-After``) passed before any worker started it: it cost nothing.
+    aborted = "aborted"
 
     @property
     def finished(self) -> bool:
-        return self in {JobStatus.succeeded, JobStatus.failed, JobStatus.canceled}
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled, JobStatus.aborted})
+# Progress messages longer than this are cut (a predictor's, shown on one line).
+PROGRESS_MESSAGE_CHARS = 200
 
 
 class Job(Base):
@@ -39,6 +46,13 @@ class Job(Base):
         ),
         # The retention sweep's: finished jobs whose files have not expired yet, oldest first.
         Index("ix_jobs_files_expired_at_finished_at", "files_expired_at", "finished_at"),
+        # The deadline sweep's: unfinished jobs that must end by a given time.
+        Index(
+            "ix_jobs_unfinished_cancel_at",
+            "cancel_at",
+            postgresql_where=text("cancel_at IS NOT NULL AND status IN ('queued', 'running')"),
+            sqlite_where=text("cancel_at IS NOT NULL AND status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -75,3 +89,10 @@ class Job(Base):
     # When retention removed the job's input and artifact files (NULL: they are kept). Set before
     # the files go, so no row names a missing file without saying so; the row itself stays.
     files_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The deadline a ``Cancel-After`` header set: queued then, the job is aborted; running, canceled.
+    cancel_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the predictor last reported while running: a fraction in [0, 1] and a short message.
+    progress: Mapped[float | None] = mapped_column(Float)
+    progress_message: Mapped[str | None] = mapped_column(String(PROGRESS_MESSAGE_CHARS))
+    # The predictor's log lines for this job (its last attempt), written with its outcome.
+    logs: Mapped[str | None] = mapped_column(Text)

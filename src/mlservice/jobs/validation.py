@@ -23,6 +23,8 @@ class Submission:
     data: bytes | None
     filename: str | None
     text: str | None
+    # ``Cancel-After``: seconds from the submit after which the job is ended (None: never).
+    cancel_after_s: float | None = None
 
 
 def parse_raw_params(raw: str | None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mlservice.jobs.schemas import ArtifactRead, JobError, JobRead, JobSummary
+from mlservice.jobs.schemas import ArtifactRead, JobError, JobProgress, JobRead, JobSummary
 from mlservice.jobs.tables import Job
 
 
@@ -30,6 +30,10 @@ def job_summary(job: Job) -> JobSummary:
         finished_at=job.finished_at,
         processing_ms=job.processing_ms,
         error_code=job.error_code,
+        progress=(
+            None if job.progress is None else JobProgress(fraction=job.progress, message=job.progress_message)
+        ),
+        cancel_at=job.cancel_at,
     )
 
 
@@ -52,4 +56,5 @@ def job_read(job: Job) -> JobRead:
         artifacts=artifacts,
         error=error,
         files_expired_at=files_expired_at(job),
+        logs=job.logs,
     )

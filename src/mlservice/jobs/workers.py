@@ -14,6 +14,7 @@ from mlservice.jobs.attempts import Disposition
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.repository import count_queued_of, queued_jobs
+from mlservice.jobs.service import end_overdue
 from mlservice.jobs.settle import sweep
 from mlservice.queue.base import Delivery, JobQueue
 
@@ -111,6 +112,7 @@ class JobWorkers:
             # connection closes, and the lease sweeper retries the job.
             for task in unfinished:
                 task.cancel()
+        await self.executor.live.stop()
 
     async def _preload(self, slug: str) -> None:
         try:
@@ -185,6 +187,10 @@ class JobWorkers:
                     count = await sweep(session, self.publisher, max_attempts=self.max_attempts)
                 if count:
                     log.warning("swept %d jobs whose lease expired", count)
+                async with self.db.session(write=True) as session:
+                    ended = await end_overdue(session, metrics=self.executor.telemetry.metrics)
+                if ended:
+                    log.info("ended %d jobs past their Cancel-After deadline", ended)
             except ServiceUnavailable:
                 pass  # the database is away (logged once, by the database); the next sweep will do
             except Exception:

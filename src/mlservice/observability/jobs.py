@@ -38,15 +38,20 @@ def job_queued(session: AsyncSession, job: Job) -> None:
     _after_request_commit(session, job, "job.queued", "submitted")
 
 
-def job_canceled(session: AsyncSession, job: Job) -> None:
-    """At cancel, in its unit of work: the ``job.canceled`` event once it commits."""
-    _after_request_commit(session, job, "job.canceled", "canceled")
+def job_ended(session: AsyncSession, job: Job, status: str, *, metrics: ServiceMetrics | None = None) -> None:
+    """At a cancel (by its owner or its deadline) or an abort, in its unit of work: the
+    ``job.canceled`` or ``job.aborted`` event once it commits. ``metrics``: where no request is
+    (the deadline sweep)."""
+    _after_request_commit(session, job, f"job.{status}", status, metrics=metrics)
 
 
-def _after_request_commit(session: AsyncSession, job: Job, event: str, counted: str) -> None:
+def _after_request_commit(
+    session: AsyncSession, job: Job, event: str, counted: str, *, metrics: ServiceMetrics | None = None
+) -> None:
     # Read now: the commit callbacks may run after the request's context is gone.
     request = current_request()
-    metrics = request.metrics if request is not None else None
+    if request is not None:
+        metrics = request.metrics
     fields: dict[str, Any] = {
         "job_id": str(job.id),
         "model": job.model_slug,
@@ -54,7 +59,7 @@ def _after_request_commit(session: AsyncSession, job: Job, event: str, counted: 
         "request_id": job.request_id or (request.request_id if request is not None else None),
         "cost": job.cost,
     }
-    if counted == "canceled":
+    if counted != "submitted":
         fields["queued_ms"] = _ms(job.created_at, utcnow())
 
     async def report() -> None:

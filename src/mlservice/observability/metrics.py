@@ -32,7 +32,7 @@ PROCESSING_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 QUEUE_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
-FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
+FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled, JobStatus.aborted)
 
 
 class ServiceMetrics:

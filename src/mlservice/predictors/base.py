@@ -8,11 +8,17 @@ parameters) and implements two phases, following the setup/predict split of cog 
   It must be cheap: no model is loaded for it.
 * ``load`` runs once per worker process; ``predict_batch`` takes a list of prepared inputs and
   returns one JSON-serialisable output per input, in order.
+
+A predictor with long steps reports its progress and looks for a cancel between steps through
+each input's :class:`JobControl` (``inputs[i].control``); one that does neither is still canceled,
+its output dropped when it returns.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -42,6 +48,45 @@ class InputLimits:
     max_image_pixels: int
 
 
+class JobCanceled(Exception):
+    """Raised by :meth:`JobControl.check` once the job is canceled: the predictor stops there."""
+
+
+ProgressSink = Callable[[float, str], None]
+
+
+class JobControl:
+    """The running job as its predictor sees it: report progress, notice a cancel.
+
+    Called from the predictor's thread; the worker sets :attr:`canceled` from its event loop when
+    the job's owner cancels it or its deadline passes. Both are cheap enough to call per step.
+    """
+
+    def __init__(self, on_progress: ProgressSink | None = None) -> None:
+        self._canceled = threading.Event()
+        self._on_progress = on_progress
+
+    @property
+    def canceled(self) -> bool:
+        return self._canceled.is_set()
+
+    def cancel(self) -> None:
+        self._canceled.set()
+
+    def check(self) -> None:
+        """Raise :class:`JobCanceled` if the job was canceled: call it between long steps."""
+        if self._canceled.is_set():
+            raise JobCanceled
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far the job is, ``fraction`` in [0, 1] (clamped), with a short message.
+
+        Reports are coalesced: the job shows the latest within a fraction of a second.
+        """
+        if self._on_progress is not None:
+            self._on_progress(min(max(float(fraction), 0.0), 1.0), message)
+
+
 @dataclass
 class PredictInput:
     """What a worker hands to ``predict_batch`` for one job."""
@@ -51,6 +96,7 @@ class PredictInput:
     params: dict[str, Any]
     # What the model's job hooks loaded for this job's owner (e.g. their face gallery).
     context: Any = None
+    control: JobControl = field(default_factory=JobControl)
 
 
 @dataclass(frozen=True)

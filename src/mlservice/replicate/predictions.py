@@ -43,6 +43,7 @@ async def submit_prediction(
     record: RequestRecord,
     idempotency_key: str | None,
     base_url: str,
+    cancel_after_s: float | None = None,
 ) -> uuid.UUID:
     """Submit a prediction as ``POST /api/jobs`` submits a job, and return the job's id.
 
@@ -72,6 +73,7 @@ async def submit_prediction(
         data=file.data if file else None,
         filename=file.filename if file else None,
         text=given.text,
+        cancel_after_s=cancel_after_s,
     )
     record.describe(submission)
     await session.close()

@@ -46,6 +46,14 @@ PreferHeader = Annotated[
     ),
 ]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+CancelAfterHeader = Annotated[
+    str | None,
+    Header(
+        alias="Cancel-After",
+        description="A deadline such as `30s`, `5m` or `1h30m`: still waiting then, the prediction is "
+        "`aborted` (it costs nothing); running, it is `canceled`",
+    ),
+]
 Limit = Annotated[int | None, Query(ge=1, le=PAGE_SIZE, description="Page size (not in Replicate)")]
 
 

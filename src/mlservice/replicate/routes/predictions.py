@@ -11,12 +11,13 @@ from mlservice.history.recording import MAX_SLUG_LENGTH, RequestRecord
 from mlservice.jobs import service as jobs
 from mlservice.jobs import usecases
 from mlservice.jobs.prediction_view import prediction_of
-from mlservice.jobs.prefer import wait_seconds
+from mlservice.jobs.prefer import cancel_after_seconds, wait_seconds
 from mlservice.replicate import predictions
 from mlservice.replicate.pages import PAGE_SIZE, page_url
 from mlservice.replicate.problems import RECORD_STATE, ReplicateRoute, problems
 from mlservice.replicate.routes.dependencies import (
     ApiUser,
+    CancelAfterHeader,
     IdempotencyKey,
     Limit,
     PredictionRecord,
@@ -48,8 +49,10 @@ async def _create(
     body: PredictionCreate,
     prefer: str | None,
     idempotency_key: str | None,
+    cancel_after: str | None,
 ) -> JSONResponse:
     wait_s = wait_seconds(prefer)
+    deadline_s = cancel_after_seconds(cancel_after)
     base = base_url(request)
     record.model_slug = slug[:MAX_SLUG_LENGTH]
     job_id = await predictions.submit_prediction(
@@ -61,6 +64,7 @@ async def _create(
         record=record,
         idempotency_key=idempotency_key,
         base_url=base,
+        cancel_after_s=deadline_s,
     )
     setattr(request.state, RECORD_STATE, None)  # accepted and recorded: what follows is no refusal
     job = await predictions.prediction_job(components, user.id, job_id, wait_s)
@@ -94,6 +98,7 @@ async def create_prediction(
     record: PredictionRecord,
     prefer: PreferHeader = None,
     idempotency_key: IdempotencyKey = None,
+    cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
     """Run a model: `version` is a version id, `mlservice/<model>`, `mlservice/<model>:<version>` or a
     model's slug. Billed exactly as `POST /api/jobs`: the price is held now, charged on success."""
@@ -109,6 +114,7 @@ async def create_prediction(
         body=body,
         prefer=prefer,
         idempotency_key=idempotency_key,
+        cancel_after=cancel_after,
     )
 
 
@@ -130,6 +136,7 @@ async def create_model_prediction(
     record: PredictionRecord,
     prefer: PreferHeader = None,
     idempotency_key: IdempotencyKey = None,
+    cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
     """Run the latest version of `mlservice/<name>`."""
     return await _create(
@@ -142,6 +149,7 @@ async def create_model_prediction(
         body=body,
         prefer=prefer,
         idempotency_key=idempotency_key,
+        cancel_after=cancel_after,
     )
 
 
