@@ -162,6 +162,8 @@ UNIT_OF_WORK_OWNERS = {
     "mlservice.web.deps",
     "mlservice.jobs.executor",
     "mlservice.jobs.workers",
+    # the executor's progress writer and its look at the jobs it runs
+    "mlservice.jobs.live",
     "mlservice.jobs.dispatch",
     "mlservice.jobs.backpressure",
     "mlservice.webhooks.deliverer",

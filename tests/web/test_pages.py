@@ -353,7 +353,7 @@ async def test_cancel_form_cancels_a_queued_job_and_releases_its_hold(service_fa
             # Again: refused with the reason, shown on the page.
             r = await client.post(f"/jobs/{job}/cancel", data={"csrf_token": csrf(client)})
             assert r.status_code == 303
-            assert "Only queued jobs can be canceled" in text(await client.get(r.headers["location"]))
+            assert "already canceled; it cannot be canceled" in text(await client.get(r.headers["location"]))
         assert await available(service, headers) == service.settings.signup_bonus
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mlservice.db import Database
-from mlservice.jobs import repository
+from mlservice.jobs import live_repository
 from mlservice.jobs.events import announce_changed
 from mlservice.jobs.tables import PROGRESS_MESSAGE_CHARS, JobStatus
 from mlservice.predictors.base import JobControl
@@ -100,7 +100,7 @@ class LiveJobs:
             return
         try:
             async with self.db.session() as session:
-                now = await repository.statuses(session, list(self._running))
+                now = await live_repository.statuses(session, list(self._running))
         except Exception:
             log.warning("could not look at the running jobs", exc_info=True)
             return
@@ -134,7 +134,7 @@ class LiveJobs:
             try:
                 async with self.db.session(write=True) as session:
                     for job_id, (attempt, fraction, message) in sorted(reports.items()):
-                        if await repository.record_progress(
+                        if await live_repository.record_progress(
                             session, job_id, attempt, fraction, message or None
                         ):
                             await announce_changed(session, job_id)

@@ -16,7 +16,7 @@ from mlservice.catalog.tables import CatalogModel
 from mlservice.db import after_rollback
 from mlservice.history.recording import RequestRecord, add_answer
 from mlservice.idempotency import service as idempotency
-from mlservice.jobs import admission, repository
+from mlservice.jobs import admission, live_repository, repository
 from mlservice.jobs.dispatch import JobPublisher
 from mlservice.jobs.errors import FilesExpired, JobNotCancelable, JobNotFound, ModelUnavailable
 from mlservice.jobs.events import announce_canceled, announce_finished
@@ -269,7 +269,7 @@ async def cancel(session: AsyncSession, user_id: uuid.UUID, job_id: uuid.UUID) -
     job = await get_owned_job(session, user_id, job_id)
     # The wallet before the job, as the worker's settle locks them: the two cannot deadlock.
     await wallet.lock_wallets(session, [user_id])
-    if not await repository.end_unfinished(session, job.id, JobStatus.canceled):
+    if not await live_repository.end_unfinished(session, job.id, JobStatus.canceled):
         await session.refresh(job)
         raise JobNotCancelable(f"This job already {job.status}; it cannot be canceled.", status=job.status)
     await _ended(session, job, JobStatus.canceled)
@@ -283,14 +283,14 @@ async def end_overdue(
     """End the jobs whose ``Cancel-After`` deadline passed: a queued one is aborted (it never
     started, it costs nothing), a running one canceled; either way its hold is released. How many
     it ended (at most ``limit``)."""
-    overdue = await repository.overdue(session, utcnow(), limit=limit)
+    overdue = await live_repository.overdue(session, utcnow(), limit=limit)
     if not overdue:
         return 0
     await wallet.lock_wallets(session, [user_id for _, user_id, _ in overdue])
     ended: list[tuple[uuid.UUID, JobStatus]] = []
     for job_id, _, status in overdue:
         final = JobStatus.aborted if status == JobStatus.queued else JobStatus.canceled
-        if await repository.end_unfinished(session, job_id, final, only=JobStatus(status)):
+        if await live_repository.end_unfinished(session, job_id, final, only=JobStatus(status)):
             ended.append((job_id, final))
     jobs = await repository.many(session, [job_id for job_id, _ in ended])
     for job_id, final in ended:
