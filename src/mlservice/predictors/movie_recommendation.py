@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -207,7 +208,15 @@ class MovieRecommendation(Predictor):
 
         # One tokenizer call, one model run and one search for the whole batch; each query then
         # keeps the first top_k of the largest top_k (the ranking does not depend on k).
+        started = time.perf_counter()
         scores, indices = self._index.search(self.embed(queries), max(top_ks))
+        # Batch-wide, and never the queries: a batch's log lines go to all its jobs.
+        log.info(
+            "%d quer%s embedded and searched in %.0f ms",
+            len(queries),
+            "y" if len(queries) == 1 else "ies",
+            (time.perf_counter() - started) * 1000,
+        )
         outputs = []
         for query, top_k, row_scores, row_indices in zip(
             queries, top_ks, scores.tolist(), indices.tolist(), strict=True

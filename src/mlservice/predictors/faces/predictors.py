@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -35,6 +37,8 @@ from mlservice.predictors.faces.gallery import (
     match_faces,
 )
 from mlservice.predictors.images import WORKER_BACKSTOP_LIMITS, DecodedImage, inspect_image, read_image
+
+log = logging.getLogger(__name__)
 
 # The key of FaceEnroll's output ``private`` fields that holds the embedding (a float32 array).
 EMBEDDING_KEY: Final = "embedding"
@@ -152,6 +156,7 @@ class FaceEnroll(_FacePredictor):
         if not inputs:
             return []
         models = self._loaded()
+        started = time.perf_counter()
         scans = [self._scan(item) for item in inputs]
         # Checked again because the worker may run another build than the API; raising before the
         # network runs keeps a bad item cheap (the executor then reruns its batch-mates alone).
@@ -159,7 +164,10 @@ class FaceEnroll(_FacePredictor):
             _check_single_face(len(scan.boxes))
 
         outputs = []
-        for item, faces in zip(inputs, models.embed(scans), strict=True):
+        embedded = models.embed(scans)
+        # Batch-wide: a batch's log lines go to all its jobs.
+        log.info("%d image(s) embedded in %.0f ms", len(inputs), (time.perf_counter() - started) * 1000)
+        for item, faces in zip(inputs, embedded, strict=True):
             (face,) = faces
             outputs.append(
                 PredictOutput(
@@ -198,7 +206,10 @@ class FaceIdentify(_FacePredictor):
             return []
         models = self._loaded()
         galleries = [_gallery(item) for item in inputs]
+        started = time.perf_counter()
         per_image = models.embed([self._scan(item) for item in inputs])
+        # Batch-wide, and nothing of a gallery: a batch's log lines go to all its jobs.
+        log.info("%d image(s) searched in %.0f ms", len(inputs), (time.perf_counter() - started) * 1000)
 
         outputs = []
         for item, gallery, faces in zip(inputs, galleries, per_image, strict=True):
