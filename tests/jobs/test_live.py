@@ -4,10 +4,12 @@ predictor stopped), deadlines (``Cancel-After``), progress and the predictor's l
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 
+from mlservice.jobs.live import capture_logs, install_log_capture
 from tests.conftest import Service
 from tests.fixtures.api import ledger_totals, submit, wallet
 from tests.fixtures.predictors import SteppingEcho
@@ -127,3 +129,17 @@ async def test_a_malformed_deadline_is_refused_before_anything_is_held(service: 
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_cancel_after"
     assert await wallet(service, headers) == {"balance": 100, "held": 0, "available": 100}
+
+
+def test_log_lines_are_kept_for_a_job_run_alone_only() -> None:
+    # A line logged while a batch of several jobs runs could be any of them's (of other owners
+    # perhaps): none of them gets it.
+    log = logging.getLogger("mlservice.predictors.tests")
+    install_log_capture()  # as every executor does
+    with capture_logs(1) as alone:
+        log.info("the file is 12 bytes")
+    with capture_logs(2) as batch:
+        log.info("the file is 13 bytes")
+    log.info("outside any job")
+    assert alone == [["the file is 12 bytes"]]
+    assert batch == [[], []]

@@ -6,8 +6,10 @@ progress through it from its thread; the reports are coalesced here and written 
 the job's watchers (its event streams). A cancel, heard from the job events of any process or
 found by looking at the jobs' rows, sets the control: the predictor stops at its next check.
 
-Log lines the predictors write (loggers under ``mlservice.predictors``) while they run a batch are
-kept for each job of the batch and written with its outcome (``/v1``'s ``logs``).
+Log lines the predictors write (loggers under ``mlservice.predictors``) while they run a job alone
+are kept and written with its outcome (``/v1``'s ``logs``). In a batch of several jobs, of several
+owners perhaps, a line cannot be told apart from the others': none is kept, so that no job shows
+what another's input made the model say.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class LiveJobs:
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checks: set[asyncio.Task[None]] = set()
-        _install_log_capture()
+        install_log_capture()
 
     def start(self, job_id: uuid.UUID, attempt: int, cancel_at: datetime | None) -> JobControl:
         """A control for a claimed attempt; past ``cancel_at`` it is canceled."""
@@ -153,7 +155,8 @@ _capturing: contextvars.ContextVar[list[list[str]] | None] = contextvars.Context
 @contextlib.contextmanager
 def capture_logs(count: int) -> Iterator[list[list[str]]]:
     """Within the block (and the threads it starts through anyio, which copy the context), what
-    the predictors log is kept: one list of lines per job of the batch, in order."""
+    the predictors log is kept: one list of lines per job of the batch, in order (empty for a
+    batch of several, see above)."""
     buffers: list[list[str]] = [[] for _ in range(count)]
     token = _capturing.set(buffers)
     try:
@@ -169,21 +172,21 @@ def joined(lines: list[str]) -> str | None:
 class _JobLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         buffers = _capturing.get()
-        if not buffers:
+        if buffers is None or len(buffers) != 1:
             return
         try:
             line = self.format(record)
         except Exception:
             return
-        for lines in buffers:
-            if sum(len(kept) + 1 for kept in lines) + len(line) <= MAX_LOG_CHARS:
-                lines.append(line)
+        (lines,) = buffers
+        if sum(len(kept) + 1 for kept in lines) + len(line) <= MAX_LOG_CHARS:
+            lines.append(line)
 
 
 _handler: _JobLogHandler | None = None
 
 
-def _install_log_capture() -> None:
+def install_log_capture() -> None:
     global _handler
     if _handler is None:
         _handler = _JobLogHandler(logging.INFO)
