@@ -1,13 +1,14 @@
 # `make run`: set up and start mlservice on the embedded default (SQLite, local files, in-process workers).
 # `make test`: set up and run the linters, the type checker and the whole test suite (the browser tests'
-# Chromium and tests/deploy's nginx are installed when missing: `make chromium`, `make nginx`).
+# Chromium and tests/deploy's nginx are installed when missing: `make chromium`, `make nginx`; the
+# Replicate JavaScript client of tests/js with `make js-client`).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint chromium nginx bench clean lock
+.PHONY: install run test lint chromium nginx js-client bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +60,18 @@ nginx:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq nginx >/dev/null; }
 
-test: lint chromium nginx
+# tests/replicate/test_js_client.py drives Replicate's official JavaScript client (npm replicate,
+# pinned exactly in tests/js/package-lock.json), installed with `npm ci` (Node 20 and npm needed)
+# when the lock file is newer than what was installed.
+JS_STAMP := tests/js/node_modules/.installed-stamp
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
+js-client: $(JS_STAMP)
+
+test: lint chromium nginx js-client
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install
@@ -90,7 +102,7 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --no-deps requirements/malconv-gpl.in -o requirements/malconv-gpl.txt
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules
 
 # `make deploy-local`: the scaled-out layout as processes on this machine, nginx → 2 APIs → RabbitMQ →
 # 2 workers, on the local PostgreSQL (database mlservice_local) and RabbitMQ (vhost mlservice-local),

@@ -17,6 +17,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from sqlalchemy import func, select, update
 
+from mlservice.bot.replies import status_text, unfinished_outcome
 from mlservice.bot.runner import create_bot, create_dispatcher
 from mlservice.chats.tables import TelegramLinkCode
 from mlservice.jobs.tables import Job
@@ -25,7 +26,14 @@ from mlservice.predictors.image_classifier import ImageClassifier
 from mlservice.types import utcnow
 from tests.bot.telegram_standin import BotApiStandIn
 from tests.conftest import Service
-from tests.fixtures.predictors import EchoText, FakeFaceEnroll, FileVerdict, PhotoLabels
+from tests.fixtures.predictors import (
+    EchoText,
+    FakeFaceEnroll,
+    FileVerdict,
+    PhotoLabels,
+    StepParams,
+    SteppingEcho,
+)
 from tests.fixtures.web import browser, csrf
 
 TOKEN = "123456:TEST-token"
@@ -88,11 +96,13 @@ class Chat:
         rows = json.loads(call.fields["reply_markup"])["inline_keyboard"]
         return [(b["text"], b["callback_data"]) for row in rows for b in row]
 
-    async def link(self) -> None:
+    async def link(self) -> dict[str, str]:
+        """Link this chat to a new account; its API headers."""
         headers = await self.svc.user()
         r = await self.svc.client.post("/api/telegram/link-code", headers=headers)
         assert r.status_code == 201, r.text
         assert "is now linked" in await self.say(f"/link {r.json()['code']}")
+        return headers
 
 
 @pytest.fixture
@@ -254,6 +264,104 @@ async def test_a_failed_job_is_reported(chat: Chat) -> None:
     await chat.press("run:test-echo", text)
     assert chat.api.last_text().startswith("The job failed")
     assert "Nothing was charged" in chat.api.last_text()
+
+
+class SlowStepParams(StepParams):
+    steps: int = 5
+    step_ms: int = 700
+
+
+class SlowSteps(SteppingEcho):
+    """test-steps taking its time by default (a chat's button sends no parameters): 3.5 s."""
+
+    params_model = SlowStepParams
+
+
+async def test_a_long_job_shows_its_progress_in_one_edited_message(chat_factory: Callable[..., Any]) -> None:
+    async with chat_factory([SlowSteps]) as chat:
+        await chat.link()
+        text = await chat.send(text="slow going")
+        await chat.press("run:test-steps", text)
+        # One status message, edited as the job went on (only when what it says changed), then
+        # "Done." and the result in a message of its own.
+        [status] = [c for c in chat.api.sent("sendMessage") if c.fields["text"].startswith("Working on it")]
+        edits = [c.fields for c in chat.api.sent("editMessageText")]
+        assert edits, chat.api.texts()
+        assert {e["message_id"] for e in edits} == {str(status_id(chat, status))}
+        shown = [status.fields["text"]] + [e["text"] for e in edits]
+        assert all(a != b for a, b in itertools.pairwise(shown)), shown
+        assert any(re.fullmatch(r"Working on it: \d+%, step \d of 5", t) for t in shown), shown
+        assert shown[-1] == "Done."
+        assert len(edits) <= 3  # at most one edit every 2 s of a 3.5 s job
+        assert "SLOW GOING" in chat.api.sent("sendMessage")[-1].fields["text"]
+
+
+def status_id(chat: Chat, status: Any) -> int:
+    """The message id the stand-in gave the status message (its ids count up from 1000)."""
+    answered = [c for c in chat.api.calls if c.method in {"sendMessage", "sendDocument", "editMessageText"}]
+    return 1000 + next(i for i, c in enumerate(answered) if c is status)
+
+
+async def test_a_job_canceled_while_it_runs_is_told_in_its_status_message(
+    chat_factory: Callable[..., Any],
+) -> None:
+    async with chat_factory([SlowSteps]) as chat:
+        headers = await chat.link()
+        text = await chat.send(text="stop me")
+        pressed = asyncio.create_task(chat.press("run:test-steps", text))
+        try:
+            for _ in range(200):
+                if any(t.startswith("Working on it") for t in chat.api.texts()):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(chat.api.texts())
+            page = (await chat.svc.client.get("/api/jobs", headers=headers)).json()
+            r = await chat.svc.client.post(f"/api/jobs/{page['items'][0]['id']}/cancel", headers=headers)
+            assert r.status_code == 200, r.text
+            await asyncio.wait_for(pressed, 10)
+        finally:
+            pressed.cancel()
+        assert chat.api.last_text() == "The job was canceled while it ran. Nothing was charged."
+        assert chat.api.sent("editMessageText")[-1].fields["text"] == chat.api.last_text()
+        assert (await chat.say("/balance")).startswith("Balance: 100 credits")
+
+
+def test_outcomes_of_jobs_that_did_not_run_to_the_end() -> None:
+    assert unfinished_outcome("canceled", started=False) == (
+        "The job was canceled before it started. Nothing was charged."
+    )
+    assert unfinished_outcome("aborted", started=False).startswith("The job was aborted: its deadline passed")
+    assert unfinished_outcome("running", started=True) == "The job is still running; see /jobs later."
+    assert status_text("queued", None, None).startswith("Queued")
+    assert status_text("running", None, None) == "Working on it..."
+    assert status_text("running", 0.4286, "step 3 of 7") == "Working on it: 42%, step 3 of 7"
+
+
+async def test_an_aborted_job_is_reported(chat_factory: Callable[..., Any]) -> None:
+    """The bot sets no deadline, but a job of its chat may be aborted all the same (here: written
+    so while it waits for a worker, as the deadline sweep would)."""
+    async with chat_factory([SlowSteps], workers=0) as chat:
+        await chat.link()
+        text = await chat.send(text="never")
+        pressed = asyncio.create_task(chat.press("run:test-steps", text))
+        try:
+            for _ in range(200):
+                if chat.api.texts()[-1].startswith("Queued"):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(chat.api.texts())
+            async with chat.svc.db.session() as session:
+                await session.execute(update(Job).values(status="aborted", finished_at=utcnow()))
+                await session.commit()
+            await asyncio.wait_for(pressed, 10)
+        finally:
+            pressed.cancel()
+        assert chat.api.last_text() == (
+            "The job was aborted: its deadline passed before it started. Nothing was charged."
+        )
+        assert chat.api.sent("editMessageText")[-1].fields["text"] == chat.api.last_text()
 
 
 async def test_the_wallet_page_shows_a_code_that_links(chat: Chat) -> None:

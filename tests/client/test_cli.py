@@ -1,10 +1,12 @@
-"""The ``mlservice`` client against a live ``mlservice serve`` (SQLite, the real classifier and the
-cheap ``test-echo`` model), run as a user would: a subprocess per command, a config file of its own."""
+"""The ``mlservice`` client against a live ``mlservice serve`` (SQLite, the real classifier, the
+cheap ``test-echo`` model and ``test-steps``, which reports progress),
+run as a user would: a subprocess per command, a config file of its own."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.fixtures.live_server import LiveServer, free_port, running_server, unique_email
+from tests.fixtures.live_server import STEPS_PLUGIN, LiveServer, free_port, running_server, unique_email
 
 CAT_CLASS_IDS = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -58,7 +60,11 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def cli_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("cli-sqlite")
     url = f"sqlite+aiosqlite:///{workdir / 'mlservice.db'}"
-    with running_server("cli-server-sqlite", url, model_cache, workdir) as server:
+    # A short sweep: a queued job past its deadline is aborted soon after.
+    env = {"MLSERVICE_SWEEP_INTERVAL_SECONDS": "0.3"}
+    with running_server(
+        "cli-server-sqlite", url, model_cache, workdir, env=env, plugins=STEPS_PLUGIN
+    ) as server:
         yield server
 
 
@@ -153,6 +159,50 @@ def test_a_failed_job_exits_non_zero(logged_in: Cli) -> None:
     assert "failed: " in result.stderr
     assert "exploded" in result.stderr
     no_traceback(result)
+
+
+def test_wait_shows_the_progress_of_a_running_job(logged_in: Cli) -> None:
+    result = logged_in("predict", "test-steps", "text=steps", "steps=6", "step_ms=400", "--wait")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"echo": "STEPS", "steps": 6}
+    # Not a terminal: a plain line per change, the progress of the running job among them.
+    lines = result.stderr.splitlines()
+    shown = [line for line in lines if re.search(r": running  \d+%  step \d of 6 \(", line)]
+    assert shown, lines
+    assert len(shown) == len(set(line.split(" (")[0] for line in shown))  # only when it changed
+    assert "succeeded after" in lines[-1]
+
+
+def test_deadlines_abort_or_cancel_and_charge_nothing(logged_in: Cli) -> None:
+    def available() -> int:
+        return int(logged_in("balance").stdout.split()[0])
+
+    before = available()
+    # Still running at its deadline: canceled.
+    late = logged_in(
+        "predict", "test-steps", "text=long", "steps=200", "step_ms=50", "--cancel-after", "1s", "--wait"
+    )
+    assert late.returncode == 3, late.stderr
+    assert "was canceled while it ran; nothing was charged" in late.stderr
+    # Queued behind a busy worker past its deadline: aborted, never started.
+    busy = logged_in("predict", "test-steps", "text=busy", "steps=10", "step_ms=300")
+    assert busy.returncode == 0, busy.stderr
+    queued = logged_in("predict", "test-steps", "text=queued", "--cancel-after", "1s", "--wait")
+    assert queued.returncode == 3, queued.stderr
+    assert "was aborted: its deadline (--cancel-after) passed before it started; nothing" in queued.stderr
+    assert logged_in("job", busy.stdout.strip(), "--wait").returncode == 0
+    listed = logged_in("jobs", "--status", "aborted")
+    assert listed.returncode == 0, listed.stderr
+    assert [row.split()[1:3] for row in listed.stdout.splitlines()[1:]] == [["test-steps", "aborted"]]
+    whole = json.loads(logged_in("job", listed.stdout.splitlines()[1].split()[0], "--json").stdout)
+    assert whole["started_at"] is None
+    assert available() == before - 3  # the busy job only
+
+    bad = logged_in("predict", "test-steps", "text=x", "--cancel-after", "soon")
+    assert bad.returncode == 2
+    assert "not a duration" in bad.stderr
+    for result in (late, queued, bad):
+        no_traceback(result)
 
 
 def test_balance(cli_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -16,7 +16,7 @@ from mlservice.client import config as client_config
 from mlservice.client.api import Api
 from mlservice.client.commands import parse_inputs, parse_value
 from mlservice.client.config import ClientConfig, load_config, save_config
-from mlservice.client.display import Progress, table
+from mlservice.client.display import Progress, job_state, table
 from mlservice.client.errors import ApiError, ClientError
 
 
@@ -175,3 +175,34 @@ def test_progress_redraws_one_line_on_a_terminal() -> None:
     assert "\n" not in written.removesuffix("job j1 succeeded\n")
     assert "\r\x1b[K" in written
     assert "j1  running" in written
+
+
+def test_job_state_shows_progress_while_running() -> None:
+    running = {"status": "running", "progress": {"fraction": 0.4286, "message": "step 3 of 7"}}
+    assert job_state(running) == "running  42%  step 3 of 7"
+    assert job_state({"status": "running", "progress": {"fraction": 1.0, "message": None}}) == "running  100%"
+    assert job_state({"status": "running", "progress": None}) == "running"
+    assert job_state({"status": "queued"}) == "queued"
+    # Progress left from the run does not decorate a finished job.
+    assert job_state({"status": "succeeded", "progress": {"fraction": 1.0, "message": "done"}}) == "succeeded"
+
+
+def test_progress_lines_follow_progress_changes() -> None:
+    out = io.StringIO()
+    progress = Progress(out, "j1")
+    for fraction in (0.25, 0.25, 0.5):
+        progress.update(job_state({"status": "running", "progress": {"fraction": fraction, "message": None}}))
+    progress.close()
+    assert [line.split(" (")[0] for line in out.getvalue().splitlines()] == [
+        "job j1: queued",
+        "job j1: running  25%",
+        "job j1: running  50%",
+    ]
+
+
+def test_progress_on_a_terminal_rewrites_the_line_in_place() -> None:
+    out = FakeTerminal()
+    progress = Progress(out, "j1")
+    progress.update("running  42%  step 3 of 7")
+    progress.close("done")
+    assert "\r\x1b[K- job j1  running  42%  step 3 of 7  " in out.getvalue()

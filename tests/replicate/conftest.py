@@ -14,16 +14,18 @@ import pytest
 
 import replicate
 from tests.conftest import Service
+from tests.fixtures.live_server import STEPS_PLUGIN
 from tests.web.conftest import LiveServer, running_server
 from tests.webhooks.conftest import receiver  # noqa: F401 (a fixture: the webhook receiver on loopback)
 
 
 @pytest.fixture(scope="session")
 def replicate_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """An unmodified ``mlservice serve`` on SQLite with the built-in models and ``test-echo``."""
+    """An unmodified ``mlservice serve`` on SQLite with the built-in models, ``test-echo`` and
+    ``test-steps`` (a job that runs in steps, long enough to be canceled while it runs)."""
     workdir = tmp_path_factory.mktemp("replicate-live")
     url = f"sqlite+aiosqlite:///{workdir / 'mlservice.db'}"
-    with running_server("replicate-live-sqlite", url, model_cache, workdir) as server:
+    with running_server("replicate-live-sqlite", url, model_cache, workdir, plugins=STEPS_PLUGIN) as server:
         yield server
 
 
@@ -70,3 +72,9 @@ async def create(
     sent = dict(headers) | ({"Prefer": prefer} if prefer else {})
     payload = {"version": version, "input": {"text": "hello"} if input is None else input, **body}
     return await service.client.post("/v1/predictions", json=payload, headers=sent)
+
+
+def refill(server: LiveServer, account: Account, amount: int) -> None:
+    """Add credits (a demo payment) to the account."""
+    r = httpx.post(f"{server.url}/api/wallet/refill", json={"amount": amount}, headers=account.headers)
+    assert r.status_code == 200, r.text

@@ -7,20 +7,28 @@ models that take them, each button with its price, so nothing is charged before 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from mlservice.bot.jobs import ChatInput, run_model
-from mlservice.bot.replies import button_title, describe_output, sent_artifacts
+from mlservice.bot.jobs import ChatInput, follow_job, submit_model
+from mlservice.bot.replies import (
+    button_title,
+    describe_output,
+    sent_artifacts,
+    status_text,
+    unfinished_outcome,
+)
 from mlservice.catalog.tables import CatalogModel
 from mlservice.catalog.usecases import runnable_models
 from mlservice.chats import usecases as chats
@@ -278,13 +286,47 @@ async def run_and_report(
     given: ChatInput,
     params: dict[str, Any] | None = None,
 ) -> None:
-    wait_s = components.settings.telegram_job_wait_seconds
     try:
-        job = await run_model(components, user_id, slug, given, params, wait_s=wait_s)
+        job_id = await submit_model(components, user_id, slug, given, params)
     except AppError as exc:
         await message.answer(refusal_text(exc))
         return
-    await report(message, components, job)
+    status = StatusMessage(message)
+    job = await follow_job(
+        components,
+        user_id,
+        job_id,
+        wait_s=components.settings.telegram_job_wait_seconds,
+        on_unfinished=lambda job: status.show(status_text(job.status, job.progress, job.progress_message)),
+    )
+    await report(message, components, job, status)
+
+
+class StatusMessage:
+    """The message that shows a job's status while it runs: sent once, then edited when it changes
+    (a failed edit is not worth failing the job's report for)."""
+
+    def __init__(self, chat: Message) -> None:
+        self.chat = chat
+        self.sent: Message | None = None
+        self.text = ""
+
+    async def show(self, text: str) -> None:
+        if text == self.text:
+            return
+        self.text = text
+        if self.sent is None:
+            self.sent = await self.chat.answer(text)
+            return
+        with contextlib.suppress(TelegramAPIError):
+            await self.sent.edit_text(text)
+
+    async def finish(self, text: str) -> None:
+        """The outcome: in the status message when there is one, else a message of its own."""
+        if self.sent is None:
+            await self.chat.answer(text)
+        else:
+            await self.show(text)
 
 
 def refusal_text(exc: BaseException) -> str:
@@ -294,9 +336,14 @@ def refusal_text(exc: BaseException) -> str:
     return f"Not run: {info.message}"
 
 
-async def report(message: Message, components: Components, job: Job) -> None:
-    status = JobStatus(job.status)
-    if status == JobStatus.succeeded:
+async def report(
+    message: Message, components: Components, job: Job, status: StatusMessage | None = None
+) -> None:
+    status = status or StatusMessage(message)
+    outcome = JobStatus(job.status)
+    if outcome == JobStatus.succeeded:
+        if status.sent is not None:
+            await status.show("Done.")
         await message.answer(
             describe_output(task_of(components, job.model_slug), job.output or {})
             + f"\n\nCharged {credits(job.cost)}."
@@ -310,13 +357,11 @@ async def report(message: Message, components: Components, job: Job) -> None:
                 continue
             stored = await jobs.read_artifact(components, job.user_id, job.id, name)
             await message.answer_document(BufferedInputFile(stored.data, filename=stored.filename))
-    elif status == JobStatus.failed:
+    elif outcome == JobStatus.failed:
         reason = job.error_message or "the model could not process this input"
-        await message.answer(f"The job failed: {reason}. Nothing was charged.")
-    elif status == JobStatus.canceled:
-        await message.answer("The job was canceled. Nothing was charged.")
+        await status.finish(f"The job failed: {reason}. Nothing was charged.")
     else:
-        await message.answer(f"The job is still {job.status}; see /jobs later.")
+        await status.finish(unfinished_outcome(job.status, started=job.started_at is not None))
 
 
 def build_router() -> Router:

@@ -85,3 +85,28 @@ def describe_output(task: str, output: Output) -> str:
 def sent_artifacts(task: str) -> tuple[str, ...] | None:
     found = REPLIES.get(task)
     return found.artifacts if found is not None else None
+
+
+def status_text(status: str, fraction: float | None, message: str | None) -> str:
+    """The status message of a job that is not finished: queued, or working with its progress."""
+    if status == "queued":
+        return "Queued: the job starts as soon as the model is free."
+    if status != "running":
+        return f"The job is {status}."
+    text = "Working on it"
+    details = []
+    if fraction is not None:
+        details.append(f"{int(min(max(fraction, 0.0), 1.0) * 100)}%")
+    if message and message.strip():
+        details.append(" ".join(message.split())[:200])
+    return text + (": " + ", ".join(details) if details else "...")
+
+
+def unfinished_outcome(status: str, *, started: bool) -> str:
+    """What the chat is told of a job that did not succeed or fail."""
+    if status == "canceled":
+        when = "while it ran" if started else "before it started"
+        return f"The job was canceled {when}. Nothing was charged."
+    if status == "aborted":
+        return "The job was aborted: its deadline passed before it started. Nothing was charged."
+    return f"The job is still {status}; see /jobs later."

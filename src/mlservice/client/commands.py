@@ -30,7 +30,7 @@ from mlservice.client.config import (
     read_stored,
     save_config,
 )
-from mlservice.client.display import Progress, local_time, table
+from mlservice.client.display import Progress, job_state, local_time, table
 from mlservice.client.errors import (
     EXIT_INTERRUPTED,
     EXIT_JOB_FAILED,
@@ -39,11 +39,14 @@ from mlservice.client.errors import (
     ClientError,
 )
 
-FINISHED = frozenset({"succeeded", "failed", "canceled"})
+FINISHED = frozenset({"succeeded", "failed", "canceled", "aborted"})
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "aborted")
 # Seconds a long poll asks the server to wait: it answers at once when the job finishes, but not when
 # it starts running, so the first polls are short (the status shown moves on soon) and then grow.
 FIRST_POLL_WAIT_S = 0.5
 POLL_WAIT_S = 5.0
+# While it runs the long poll does not answer on progress: shorter polls keep the progress line live.
+RUNNING_POLL_WAIT_S = 1.0
 # Consecutive failures to reach the server while waiting before giving up (the job goes on).
 POLL_RETRIES = 3
 
@@ -235,7 +238,7 @@ def parse_inputs(pairs: list[str]) -> Inputs:
     return inputs
 
 
-def _submit(api: Api, model: str, inputs: Inputs) -> dict[str, Any]:
+def _submit(api: Api, model: str, inputs: Inputs, *, cancel_after: str | None = None) -> dict[str, Any]:
     data = {"model": model}
     if inputs.text is not None:
         data["text"] = inputs.text
@@ -246,7 +249,8 @@ def _submit(api: Api, model: str, inputs: Inputs) -> dict[str, Any]:
         name, content = inputs.file
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         files = {"file": (name, content, media_type)}
-    job: dict[str, Any] = api.json("POST", "/jobs", data=data, files=files)
+    headers = {"Cancel-After": cancel_after} if cancel_after else None
+    job: dict[str, Any] = api.json("POST", "/jobs", data=data, files=files, headers=headers)
     return job
 
 
@@ -255,7 +259,9 @@ def _wait(api: Api, job: dict[str, Any], progress: Progress) -> dict[str, Any]:
     failures = 0
     wait_s = FIRST_POLL_WAIT_S
     while job["status"] not in FINISHED:
-        progress.update(job["status"])
+        progress.update(job_state(job))
+        if job["status"] == "running":
+            wait_s = min(wait_s, RUNNING_POLL_WAIT_S)
         try:
             job = api.json("GET", f"/jobs/{job['id']}", params={"wait": wait_s}, timeout=wait_s + 30)
         except ApiError as exc:
@@ -276,7 +282,7 @@ def _wait(api: Api, job: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 
 def _follow(api: Api, job: dict[str, Any]) -> dict[str, Any]:
-    progress = Progress(sys.stderr, job["id"], job["status"])
+    progress = Progress(sys.stderr, job["id"], job_state(job))
     try:
         job = _wait(api, job, progress)
     except KeyboardInterrupt:
@@ -313,7 +319,12 @@ def show_result(job: dict[str, Any], *, as_json: bool) -> int:
         )
         return EXIT_JOB_FAILED
     if status == "canceled":
-        print(f"job {job['id']} was canceled", file=sys.stderr)
+        how = "while it ran" if job.get("started_at") else "before it started"
+        print(f"job {job['id']} was canceled {how}; nothing was charged", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    if status == "aborted":
+        why = "its deadline (--cancel-after) passed before it started; nothing was charged"
+        print(f"job {job['id']} was aborted: {why}", file=sys.stderr)
         return EXIT_JOB_FAILED
     print(f"job {job['id']} is {status}; `mlservice job {job['id']} --wait` waits for it", file=sys.stderr)
     return 0
@@ -322,7 +333,7 @@ def show_result(job: dict[str, Any], *, as_json: bool) -> int:
 def predict(args: argparse.Namespace) -> int:
     inputs = parse_inputs(args.inputs)
     with _authenticated() as api:
-        job = _submit(api, args.model, inputs)
+        job = _submit(api, args.model, inputs, cancel_after=args.cancel_after)
         if not args.wait:
             print(job["id"])
             return 0
@@ -377,6 +388,13 @@ def _limit(raw: str) -> int:
     return value
 
 
+def _duration(raw: str) -> str:
+    text = raw.strip().lower()
+    if not re.fullmatch(r"\d+(?:\.\d+)?|(?:\d+(?:\.\d+)?(?:ms|s|m|h))+", text):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a duration such as 30s, 5m or 1h30m")
+    return text
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The client's subcommands, beside the server's in ``mlservice``'s parser. Each sets
     ``client_handler``: it runs without the server's settings."""
@@ -399,6 +417,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("inputs", nargs="*", metavar="key=value")
     p.add_argument("--wait", action="store_true", help="wait for the result, showing progress on stderr")
     p.add_argument("--json", action="store_true", help="print the whole job as JSON, not only its output")
+    p.add_argument(
+        "--cancel-after",
+        type=_duration,
+        metavar="DURATION",
+        help="a deadline (e.g. 30s, 5m, 1h30m): not "
+        "started by then, the job is aborted; still running, canceled (either way nothing is charged)",
+    )
     p.set_defaults(client_handler=predict)
 
     p = sub.add_parser("job", help="client: show one job and its result")
@@ -409,7 +434,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("jobs", help="client: your recent jobs")
     p.add_argument("--limit", type=_limit, default=20, metavar="N", help="at most N jobs (1 to 200)")
-    p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "canceled"))
+    p.add_argument("--status", choices=STATUSES)
     p.add_argument("--model", help="only this model's jobs")
     p.set_defaults(client_handler=list_jobs)
 

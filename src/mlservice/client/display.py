@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Sequence[str] = ()) -> str:
@@ -24,6 +25,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Se
     return "\n".join(lines)
 
 
+def job_state(job: Mapping[str, Any]) -> str:
+    """A job's status with what its model last reported while running: ``running  42%  step 3 of 7``."""
+    status = str(job.get("status") or "")
+    progress = job.get("progress")
+    if status != "running" or not isinstance(progress, Mapping):
+        return status
+    parts = [status]
+    fraction = progress.get("fraction")
+    if isinstance(fraction, int | float):
+        parts.append(f"{math.floor(min(max(fraction, 0.0), 1.0) * 100):3d}%".strip())
+    message = progress.get("message")
+    if isinstance(message, str) and message.strip():
+        parts.append(" ".join(message.split())[:80])
+    return "  ".join(parts)
+
+
 def local_time(value: str | None) -> str:
     """An API timestamp as local time to the second (the date only when it is not today)."""
     if not value:
@@ -38,10 +55,11 @@ def local_time(value: str | None) -> str:
 
 
 class Progress:
-    """A job's status and the time since it was submitted.
+    """A job's status (with its progress while running, see :func:`job_state`) and the time since
+    it was submitted.
 
-    On a terminal: one line, redrawn a few times a second by a thread (the main thread is blocked
-    in a long poll meanwhile). Elsewhere (a log, a pipe): a plain line per status change.
+    On a terminal: one line, redrawn in place a few times a second by a thread (the main thread is
+    blocked in a long poll meanwhile). Elsewhere (a log, a pipe): a plain line per change.
     """
 
     SPINNER = "-\\|/"
