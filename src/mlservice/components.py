@@ -32,6 +32,7 @@ from mlservice.jobs.hooks import JobHooks
 from mlservice.jobs.prediction_view import WEBHOOK_FLAVOUR as V1_FLAVOUR
 from mlservice.jobs.prediction_view import prediction_body
 from mlservice.jobs.retries import Backoff
+from mlservice.jobs.stream_slots import StreamSlots
 from mlservice.jobs.tables import Job
 from mlservice.jobs.views import job_read
 from mlservice.jobs.workers import JobWorkers
@@ -86,6 +87,8 @@ class Components:
     catalog: CatalogCache = field(init=False)
     # The models' queue caps, against queue depths read at most every second or so.
     queue_caps: QueueCaps = field(init=False)
+    # The event streams each user has open in this process.
+    streams: StreamSlots = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = AccessTokens(self.settings.jwt_secret_value(), self.settings.jwt_lifetime_seconds)
@@ -96,6 +99,7 @@ class Components:
             default_cap=self.settings.max_queued_jobs_per_model,
             ttl_seconds=self.settings.queue_depth_cache_seconds,
         )
+        self.streams = StreamSlots(self.settings.max_streams_per_user)
 
 
 def api_body(job: Job) -> dict[str, Any]:

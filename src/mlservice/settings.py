@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_unfinished_jobs_per_user: int = Field(default=100, ge=0)
     max_queued_jobs_per_model: int = Field(default=1000, ge=0)
     queue_depth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    # Event streams (GET /api/jobs/{id}/events, /v1/predictions/{id}/stream) one user may keep open
+    # in one API process (0: no cap); past it a stream is refused with 429 too_many_streams.
+    max_streams_per_user: int = Field(default=20, ge=0)
 
     # Consumers per model in this process (0: an API process that runs no jobs). With two, one
     # batch's claim and commit overlap the other's model run; model runs themselves never overlap.

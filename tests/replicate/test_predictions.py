@@ -89,7 +89,12 @@ async def test_create_and_wait_gives_the_finished_prediction(service: Service) -
     assert p["metrics"]["total_time"] >= p["metrics"]["predict_time"]
     assert p["created_at"] <= p["started_at"] <= p["completed_at"]
     url = f"http://testserver/v1/predictions/{p['id']}"
-    assert p["urls"] == {"get": url, "cancel": f"{url}/cancel", "web": f"http://testserver/jobs/{p['id']}"}
+    assert p["urls"] == {
+        "get": url,
+        "cancel": f"{url}/cancel",
+        "stream": f"{url}/stream",
+        "web": f"http://testserver/jobs/{p['id']}",
+    }
     assert r.headers["Location"] == url
     # The same job as /api shows it, billed as /api bills it.
     job = (await service.client.get(f"/api/jobs/{p['id']}", headers=headers)).json()

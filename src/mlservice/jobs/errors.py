@@ -48,6 +48,14 @@ class TooManyUnfinishedJobs(AppError):
     headers = {"Retry-After": str(RETRY_AFTER_S)}  # noqa: RUF012 (read only)
 
 
+class TooManyStreams(AppError):
+    """The user's cap on open event streams in one API process (``max_streams_per_user``)."""
+
+    status_code = 429
+    code = "too_many_streams"
+    headers = {"Retry-After": str(RETRY_AFTER_S)}  # noqa: RUF012 (read only)
+
+
 class ModelQueueFull(AppError):
     """The model's queue holds as many jobs as its cap allows: the service, not the user, is short
     of capacity (503), and nothing was held or written."""

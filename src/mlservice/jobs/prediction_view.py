@@ -197,7 +197,12 @@ def prediction_of(
         started_at=job.started_at,
         completed_at=job.finished_at,
         metrics=metrics_of(job),
-        urls={"get": url, "cancel": f"{url}/cancel", "web": f"{base_url}/jobs/{job.id}"},
+        urls={
+            "get": url,
+            "cancel": f"{url}/cancel",
+            "stream": f"{url}/stream",
+            "web": f"{base_url}/jobs/{job.id}",
+        },
     )
 
 

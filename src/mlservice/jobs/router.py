@@ -13,6 +13,8 @@ from mlservice.jobs import service, usecases
 from mlservice.jobs.errors import FileTooLarge
 from mlservice.jobs.prefer import MAX_WAIT_S, cancel_after_seconds, wait_seconds
 from mlservice.jobs.schemas import JobPage, JobRead
+from mlservice.jobs.sse import STREAM_RESPONSE, ServerSentEvent, event_stream
+from mlservice.jobs.streams import state_token, watch_job
 from mlservice.jobs.tables import JobStatus
 from mlservice.jobs.validation import Submission
 from mlservice.jobs.views import job_read, job_summary
@@ -159,6 +161,36 @@ async def get_job(
     """The job with its result; with ``wait``, answered as soon as it finishes (or when the wait ends)."""
     job = await usecases.wait_for_job(components, user.id, job_id, wait)
     return Response(job_read(job).model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=Response,
+    responses={**STREAM_RESPONSE, **error_responses(404, 429)},
+)
+async def job_events(
+    job_id: uuid.UUID,
+    user: CurrentUser,
+    components: ComponentsDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="The `id` of the last event you had (a reconnect)"),
+    ] = None,
+) -> Response:
+    """The job's changes as server-sent events: `event: job`, the job as `GET /api/jobs/{id}` shows
+    it in `data`, a token of its state in `id`. First the job as it is now, then each change of its
+    status or progress; the stream ends after a final state. With `Last-Event-ID` a reconnect is not
+    sent the state it already had (`204` once that state was final). `429 too_many_streams` past the
+    open streams one user may have (`MLSERVICE_MAX_STREAMS_PER_USER`)."""
+    job = await usecases.read_job(components, user.id, job_id)  # 404 before anything is streamed
+    if JobStatus(job.status).finished and last_event_id == state_token(job):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)  # EventSource stops reconnecting
+    slot = components.streams.open(user.id)
+    events = (
+        ServerSentEvent(data=job_read(seen).model_dump_json(), event="job", id=state_token(seen))
+        async for seen in watch_job(components, user.id, job_id, seen=last_event_id)
+    )
+    return event_stream(slot, events)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, responses=error_responses(404, 409))

@@ -3,7 +3,10 @@ cancel your predictions (every job, whichever API made it)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, status
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from mlservice.deps import ComponentsDep, SessionDep
@@ -12,6 +15,9 @@ from mlservice.jobs import service as jobs
 from mlservice.jobs import usecases
 from mlservice.jobs.prediction_view import prediction_of
 from mlservice.jobs.prefer import cancel_after_seconds, wait_seconds
+from mlservice.jobs.sse import STREAM_RESPONSE, ServerSentEvent, event_stream
+from mlservice.jobs.streams import state_token, watch_job
+from mlservice.jobs.tables import Job, JobStatus
 from mlservice.replicate import predictions
 from mlservice.replicate.pages import PAGE_SIZE, page_url
 from mlservice.replicate.problems import RECORD_STATE, ReplicateRoute, problems
@@ -180,6 +186,50 @@ async def get_prediction(
 ) -> Prediction:
     job = await jobs.get_owned_job(session, user.id, predictions.parse_prediction_id(prediction_id))
     return prediction_of(job, components.predictors, base_url(request))
+
+
+def _final_events(job: Job, components: ComponentsDep, base: str) -> list[ServerSentEvent]:
+    """Replicate's events for a finished prediction: its log lines, its output or its error, done."""
+    prediction = prediction_of(job, components.predictors, base)
+    token = state_token(job)
+    events = [ServerSentEvent(data=line, event="logs") for line in prediction.logs.splitlines()]
+    status = JobStatus(job.status)
+    if status is JobStatus.succeeded:
+        events.append(ServerSentEvent(data=json.dumps(prediction.output), event="output"))
+    elif status is JobStatus.failed:
+        events.append(ServerSentEvent(data=prediction.error or "prediction failed", event="error"))
+    reason = {JobStatus.canceled: "canceled", JobStatus.aborted: "aborted", JobStatus.failed: "error"}
+    done = {"reason": reason[status]} if status in reason else {}
+    events.append(ServerSentEvent(data=json.dumps(done), event="done"))
+    # Replicate's clients take only events with an id.
+    for number, event in enumerate(events):
+        event.id = f"{token}-{number}"
+    return events
+
+
+@router.get(
+    "/predictions/{prediction_id}/stream",
+    response_class=Response,
+    responses=STREAM_RESPONSE | problems(404, 429),
+)
+async def stream_prediction(
+    request: Request, prediction_id: str, user: ApiUser, components: ComponentsDep
+) -> Response:
+    """The prediction's events as Replicate streams them (`urls.stream`): once it finished, its log
+    lines (`logs`), then `output` (the output as JSON) or `error` (its message), then `done` (`{}`,
+    or `{"reason": "canceled"}`, `"aborted"`, `"error"`). Keep-alive comments meanwhile."""
+    job_id = predictions.parse_prediction_id(prediction_id)
+    await usecases.read_job(components, user.id, job_id)  # 404 before anything is streamed
+    slot = components.streams.open(user.id)
+    base = base_url(request)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for job in watch_job(components, user.id, job_id):
+            if JobStatus(job.status).finished:
+                for event in _final_events(job, components, base):
+                    yield event
+
+    return event_stream(slot, events())
 
 
 @router.post("/predictions/{prediction_id}/cancel", response_model=Prediction, responses=problems(404, 409))
