@@ -22,7 +22,7 @@ window.mlservice = (() => {
 
   // -- shared helpers ------------------------------------------------------------------------------
 
-  const FINISHED = ["succeeded", "failed", "canceled"];
+  const FINISHED = ["succeeded", "failed", "canceled", "aborted"];
 
   // A fresh Idempotency-Key. getRandomValues works on plain http too (randomUUID needs a secure context).
   function newKey() {
@@ -205,7 +205,54 @@ window.mlservice = (() => {
     });
   }
 
-  // -- /jobs: statuses refreshed while any job on the page is unfinished ---------------------------
+  // -- live jobs: each job's event stream (GET /api/jobs/{id}/events), polling where it cannot be --
+
+  // Streams a page keeps open at most: a browser opens only six connections to one server over
+  // HTTP/1.1, and the page's own requests need some of them. Beyond this, the page polls.
+  const MAX_STREAMS = 3;
+
+  // Follows job `id`'s stream, calling `onJob(job)` with each state it sends (the last one final).
+  // Calls `onLost()` when the stream cannot go on (refused, no EventSource, closed by the server
+  // without a final state); a dropped connection is resumed by the browser with Last-Event-ID.
+  function followJob(id, onJob, onLost) {
+    if (!window.EventSource) { onLost(); return { close() {} }; }
+    const source = new EventSource(`/api/jobs/${encodeURIComponent(id)}/events`);
+    let ended = false;
+    source.addEventListener("job", (event) => {
+      let job;
+      try { job = JSON.parse(event.data); } catch { return; }
+      if (FINISHED.includes(job.status)) { ended = true; source.close(); }
+      onJob(job);
+    });
+    source.addEventListener("error", () => {
+      if (!ended && source.readyState === EventSource.CLOSED) { ended = true; onLost(); }
+    });
+    return { close() { ended = true; source.close(); } };
+  }
+
+  // A <progress> element showing `job.progress` (indeterminate while the model reported none).
+  function showProgress(bar, job) {
+    if (!bar) return;
+    const fraction = job.progress?.fraction;
+    if (typeof fraction === "number") {
+      bar.max = 1;
+      bar.value = fraction;
+      bar.setAttribute("aria-valuetext", `${Math.round(fraction * 100)} %`);
+    } else {
+      bar.removeAttribute("value");
+      bar.removeAttribute("aria-valuetext");
+    }
+  }
+
+  function progressText(job) {
+    if (job.status === "queued") return "Waiting for a worker…";
+    const fraction = job.progress?.fraction;
+    if (typeof fraction !== "number") return "Running…";
+    const percent = `${Math.round(fraction * 100)} %`;
+    return job.progress.message ? `${job.progress.message} · ${percent}` : `Running… ${percent}`;
+  }
+
+  // -- /jobs: rows follow their jobs while any on the page is unfinished ---------------------------
 
   function jobsTable(table) {
     const live = document.querySelector("[data-jobs-live]");
@@ -214,15 +261,20 @@ window.mlservice = (() => {
     if (live) live.hidden = false;
     const base = 2000;
     let delay = base;
+    let polling = false;
 
     function update(row, job) {
-      if (row.dataset.status === job.status) return;
       row.dataset.status = job.status;
       setStatusBadge(row.querySelector("[data-status-badge]"), job.status);
       const bar = row.querySelector("[data-running-bar]");
-      if (bar) bar.hidden = job.status !== "running";
+      if (bar) {
+        bar.hidden = job.status !== "running";
+        showProgress(bar, job);
+        bar.title = job.status === "running" ? progressText(job) : "";
+      }
       const duration = row.querySelector("[data-duration]");
       if (duration) duration.textContent = formatDuration(job.processing_ms);
+      if (!unfinished().length && live) live.hidden = true;
     }
 
     async function tick() {
@@ -240,47 +292,56 @@ window.mlservice = (() => {
         }
       }
       if (unfinished().length) setTimeout(tick, delay);
-      else if (live) live.hidden = true;
+      else polling = false;
     }
-    setTimeout(tick, delay);
+    function poll() {
+      if (polling) return;
+      polling = true;
+      setTimeout(tick, delay);
+    }
+
+    const rows = Array.from(unfinished());
+    if (!window.EventSource || rows.length > MAX_STREAMS) { poll(); return; }
+    const streams = rows.map((row) => followJob(row.dataset.jobId, (job) => update(row, job), poll));
+    window.addEventListener("pagehide", () => { for (const stream of streams) stream.close(); });
   }
 
-  // -- /jobs/{id}: long polling until the job finishes, then the page renders its result -----------
+  // -- /jobs/{id}: the job's stream (or long polling) until it finishes, then the page renders its result
 
   function jobLive(section) {
     const id = section.dataset.jobId;
     const message = section.querySelector("[data-live-message]");
+    const bar = section.querySelector("[data-job-progress]");
     let failures = 0;
-    // Leaving the page (the cancel form, a link): the answer to a pending poll must not reload it,
-    // or the reload would replace the navigation under way and lose its notice.
+    let stream = null;
+    // Leaving the page (the cancel form, a link): an answer still under way must not reload it, or
+    // the reload would replace the navigation under way and lose its notice.
     let leaving = false;
     const pending = new AbortController();
-    const leave = () => { leaving = true; pending.abort(); };
+    const leave = () => { leaving = true; pending.abort(); stream?.close(); };
     document.addEventListener("submit", (event) => { if (!event.defaultPrevented) leave(); });
     window.addEventListener("pagehide", leave);
     window.addEventListener("pageshow", (event) => { if (event.persisted) location.reload(); });
 
-    function show(status) {
-      if (section.dataset.status === status) return;
-      section.dataset.status = status;
-      setStatusBadge(document.querySelector(".job-status [data-status-badge]"), status);
-      if (status === "running") {
-        message.textContent = "Running…";
-        const cancel = section.querySelector("[data-cancel-form]");
-        if (cancel) cancel.hidden = true;
-      }
+    // True once the job is final (the page then reloads to render it).
+    function show(job) {
+      if (leaving) return true;
+      if (FINISHED.includes(job.status)) { leave(); location.reload(); return true; }
+      section.dataset.status = job.status;
+      setStatusBadge(document.querySelector(".job-status [data-status-badge]"), job.status);
+      message.textContent = progressText(job);
+      showProgress(bar, job);
+      return false;
     }
 
+    // The fallback: long polls, at most one a second, backing off while the server is unreachable.
     async function wait() {
       if (leaving) return;
       const started = Date.now();
       try {
         const job = await api(`/api/jobs/${encodeURIComponent(id)}?wait=25`, { signal: pending.signal });
-        if (leaving) return;
         failures = 0;
-        if (FINISHED.includes(job.status)) { location.reload(); return; }
-        show(job.status);
-        // The server answers at once if it does not wait: never ask more than once a second.
+        if (show(job)) return;
         setTimeout(wait, Math.max(0, 1000 - (Date.now() - started)));
       } catch (error) {
         if (leaving) return;
@@ -289,7 +350,8 @@ window.mlservice = (() => {
         setTimeout(wait, Math.min(30000, 1000 * 2 ** failures));
       }
     }
-    wait();
+
+    stream = followJob(id, show, () => { if (!leaving) wait(); });
   }
 
   // -- wiring ----------------------------------------------------------------------------------------
