@@ -30,6 +30,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         # The app believes X-Forwarded-* itself, from MLSERVICE_FORWARDED_ALLOW_IPS only.
         proxy_headers=False,
+        ssl_certfile=settings.tls_certfile,
+        ssl_keyfile=settings.tls_keyfile,
     )
     return 0
 

@@ -49,6 +49,7 @@ from mlservice.queue.rabbitmq import RabbitMQQueue
 from mlservice.retention.policy import RetentionPolicy
 from mlservice.retention.sweeper import RetentionSweeper
 from mlservice.security.ratelimit import RateLimiter
+from mlservice.security.signed_urls import SignedUrls
 from mlservice.security.tokens import AccessTokens
 from mlservice.settings import Settings
 from mlservice.storage.base import Storage
@@ -82,6 +83,8 @@ class Components:
     retention: RetentionSweeper | None = None
     # Access tokens and the accounts they name, from the settings and the database.
     tokens: AccessTokens = field(init=False)
+    # The links /v1 gives out that open without a credential (file outputs, urls.stream).
+    links: SignedUrls = field(init=False)
     principals: Principals = field(init=False)
     # The catalog rows submits read, for a few seconds.
     catalog: CatalogCache = field(init=False)
@@ -92,6 +95,7 @@ class Components:
 
     def __post_init__(self) -> None:
         self.tokens = AccessTokens(self.settings.jwt_secret_value(), self.settings.jwt_lifetime_seconds)
+        self.links = SignedUrls(self.settings.jwt_secret_value(), self.settings.signed_url_lifetime_seconds)
         self.principals = Principals(self.db, self.settings.auth_cache_seconds)
         self.catalog = CatalogCache(self.db, self.settings.catalog_cache_seconds)
         self.queue_caps = QueueCaps(
@@ -151,7 +155,15 @@ def build_components(
     # Webhook bodies in the shape of the API that created the job, in every process that can
     # make an event happen (API, worker, bot): each flavour's formatter is registered here.
     outbox.register_formatters(
-        db, {outbox.DEFAULT_FLAVOUR: api_body, V1_FLAVOUR: partial(prediction_body, predictors=predictors)}
+        db,
+        {
+            outbox.DEFAULT_FLAVOUR: api_body,
+            V1_FLAVOUR: partial(
+                prediction_body,
+                predictors=predictors,
+                links=SignedUrls(settings.jwt_secret_value(), settings.signed_url_lifetime_seconds),
+            ),
+        },
     )
     publisher = JobPublisher(db, queue)
     events = JobEvents(db)

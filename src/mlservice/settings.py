@@ -9,7 +9,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlservice.security.rates import Rate, parse_rate
@@ -36,6 +36,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # `mlservice serve` speaks HTTPS itself with this certificate (PEM) and key, when no proxy in
+    # front of it ends TLS (both or neither).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     # `mlservice worker` answers GET /health and /ready on this port (0: no health endpoint).
     worker_health_port: int = Field(default=0, ge=0, le=65535)
 
@@ -44,6 +48,9 @@ class Settings(BaseSettings):
     # Every token expires (tokens without `exp` are refused): a lifetime is required.
     jwt_lifetime_seconds: int = Field(default=3600 * 24, gt=0)
     cookie_secure: bool = False
+    # How long the links in /v1 predictions (file outputs, urls.stream) open without a credential,
+    # as Replicate's do; a prediction read again carries fresh ones.
+    signed_url_lifetime_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
     # How long a process trusts what it read of an account (active, admin), a browser session and an
     # API key before reading it again. Changes made through this process apply at once; through
     # another, within this many seconds (a submit checks the account is active in its own statement).
@@ -190,6 +197,8 @@ class Settings(BaseSettings):
         "telegram_webhook_secret",
         "storage_dir",
         "model_cache_dir",
+        "tls_certfile",
+        "tls_keyfile",
         mode="before",
     )
     @classmethod
@@ -250,6 +259,12 @@ class Settings(BaseSettings):
             if "*" in host[1:] or (host.startswith("*") and host != "*" and not host.startswith("*.")):
                 raise ValueError(f"{host!r}: a wildcard host is written *.example.com")
         return [host.lower() for host in value]
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("MLSERVICE_TLS_CERTFILE and MLSERVICE_TLS_KEYFILE go together")
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

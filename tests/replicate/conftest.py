@@ -14,7 +14,7 @@ import pytest
 
 import replicate
 from tests.conftest import Service
-from tests.fixtures.live_server import STEPS_PLUGIN
+from tests.fixtures.live_server import STEPS_PLUGIN, Tls
 from tests.web.conftest import LiveServer, running_server
 from tests.webhooks.conftest import receiver  # noqa: F401 (a fixture: the webhook receiver on loopback)
 
@@ -29,6 +29,17 @@ def replicate_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory
         yield server
 
 
+@pytest.fixture(scope="session")
+def replicate_tls_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The same on https (a certificate from the tests' own CA): Replicate's clients make
+    ``FileOutput`` objects of https URLs only."""
+    workdir = tmp_path_factory.mktemp("replicate-tls")
+    url = f"sqlite+aiosqlite:///{workdir / 'mlservice.db'}"
+    tls = Tls.make(workdir / "tls")
+    with running_server("replicate-live-tls", url, model_cache, workdir, tls=tls) as server:
+        yield server
+
+
 @dataclass
 class Account:
     """A new user of the live server: their login headers, an API key and a client using the key."""
@@ -40,19 +51,33 @@ class Account:
 
 
 def make_client(server: LiveServer, token: str) -> replicate.Client:
-    client = replicate.Client(api_token=token, base_url=server.url)
+    # The client builds its transport itself: a CA to trust goes in the transport it is given.
+    transport = httpx.HTTPTransport(verify=server.verify)
+    client = replicate.Client(api_token=token, base_url=server.url, transport=transport)
     client.poll_interval = 0.1
     return client
 
 
-@pytest.fixture
-def account(replicate_server: LiveServer) -> Account:
-    email = replicate_server.register()
-    headers = replicate_server.bearer(email)
-    r = httpx.post(f"{replicate_server.url}/api/keys", json={"name": "replicate tests"}, headers=headers)
+def new_account(server: LiveServer) -> Account:
+    email = server.register()
+    headers = server.bearer(email)
+    r = httpx.post(
+        f"{server.url}/api/keys", json={"name": "replicate tests"}, headers=headers, verify=server.verify
+    )
     assert r.status_code == 201, r.text
     key = r.json()["key"]
-    return Account(email, headers, key, make_client(replicate_server, key))
+    return Account(email, headers, key, make_client(server, key))
+
+
+@pytest.fixture
+def account(replicate_server: LiveServer) -> Account:
+    return new_account(replicate_server)
+
+
+@pytest.fixture
+def tls_account(replicate_tls_server: LiveServer) -> Account:
+    """An account of ``replicate_tls_server``."""
+    return new_account(replicate_tls_server)
 
 
 def data_uri(data: bytes, media_type: str = "image/jpeg") -> str:

@@ -69,19 +69,23 @@ def test_run_the_movie_model(account: Account) -> None:
     assert pinned["results"][0]["title"] == "The Godfather"
 
 
-def test_background_removal_files_are_urls_for_their_owner(
+def test_background_removal_files_are_links(
     replicate_server: LiveServer, account: Account, chelsea_file: Path
 ) -> None:
     with chelsea_file.open("rb") as image:
         output = account.client.run("mlservice/background-removal", input={"image": image})
     cutout = output["files"]["cutout"]
     assert cutout.startswith(f"{replicate_server.url}/api/jobs/")
-    r = httpx.get(cutout, headers={"Authorization": f"Bearer {account.key}"})
+    # The link opens for anyone holding it, as Replicate's file URLs do...
+    r = httpx.get(cutout)
     assert r.status_code == 200
     assert r.content.startswith(b"\x89PNG")
-    assert httpx.get(cutout).status_code == 401
+    # ...its path without the token for its owner only.
+    bare = cutout.partition("?")[0]
+    assert httpx.get(bare, headers={"Authorization": f"Bearer {account.key}"}).content == r.content
+    assert httpx.get(bare).status_code == 401
     stranger = replicate_server.bearer(replicate_server.register())
-    assert httpx.get(cutout, headers=stranger).status_code == 404
+    assert httpx.get(bare, headers=stranger).status_code == 404
 
 
 def test_create_get_list_and_cancel(replicate_server: LiveServer, account: Account) -> None:

@@ -52,18 +52,22 @@ def test_bytes_and_a_data_uri_as_file_inputs(account: Account, chelsea_jpeg: byt
 
 
 def test_a_file_output_read_through_the_client(
-    replicate_server: LiveServer, account: Account, chelsea_jpeg: bytes
+    replicate_tls_server: LiveServer, tls_account: Account, chelsea_jpeg: bytes
 ) -> None:
-    output = account.client.run("mlservice/background-removal", input={"image": io.BytesIO(chelsea_jpeg)})
+    server, client = replicate_tls_server, tls_account.client
+    photo = io.BytesIO(chelsea_jpeg)
+    output = client.run("mlservice/background-removal", input={"image": photo})
     cutout = output["files"]["cutout"]
-    # The client makes a FileOutput of https: and data: URLs only; this server is plain http.
-    assert isinstance(cutout, str)
-    assert cutout.startswith(f"{replicate_server.url}/api/jobs/")
-    # A FileOutput reads through the client's own connection, with its key.
-    file = FileOutput(cutout, account.client)
-    content = file.read()
+    # On https the client makes a FileOutput of the link, as it does of Replicate's.
+    assert isinstance(cutout, FileOutput)
+    assert cutout.url.startswith(f"{server.url}/api/jobs/")
+    content = cutout.read()
     assert content.startswith(b"\x89PNG")
-    assert b"".join(FileOutput(cutout, account.client)) == content
+    assert b"".join(cutout) == content
+    # The link itself opens without a credential; the bare path does not.
+    assert httpx.get(cutout.url, verify=server.verify).content == content
+    bare = cutout.url.partition("?")[0]
+    assert httpx.get(bare, verify=server.verify).status_code == 401
 
 
 def test_pagination_of_predictions(replicate_server: LiveServer, account: Account) -> None:

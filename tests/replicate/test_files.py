@@ -111,12 +111,15 @@ async def test_uploaded_file_is_an_input_of_its_owner_only(service: Service, che
 async def test_artifact_urls_are_their_owners(service: Service) -> None:
     owner, other = await service.user(), await service.user()
     p = (await create(service, owner, prefer="wait")).json()
-    url = p["output"]["files"]["echo"]
+    link = p["output"]["files"]["echo"]
+    url = link.partition("?")[0]  # its path, without the link's token
     assert (await service.client.get(url, headers=owner)).content == b"hello"
     assert (await service.client.get(url, headers=other)).status_code == 404
     assert (await service.client.get(url)).status_code == 401
-    r = await create(service, other, "image-classification", {"image": url})
-    assert_problem(r, 422, "file_not_found")
+    # As a file input, a job's file is its owner's only, link or not.
+    for named in (url, link):
+        r = await create(service, other, "image-classification", {"image": named})
+        assert_problem(r, 422, "file_not_found")
 
 
 async def test_uploads_are_limited(service_factory: Any, chelsea_jpeg: bytes) -> None:

@@ -43,6 +43,11 @@ main().then(
 """
 
 
+def tls_env(server: LiveServer) -> dict[str, str]:
+    """Node trusts the tests' CA for a server on https."""
+    return {"NODE_EXTRA_CA_CERTS": str(server.tls.ca_file)} if server.tls is not None else {}
+
+
 def node(server: LiveServer, token: str, script: str, **env: str) -> Any:
     """Run ``async function main()`` of ``script`` with the client at hand; what it returns."""
     if shutil.which("node") is None:
@@ -52,7 +57,7 @@ def node(server: LiveServer, token: str, script: str, **env: str) -> Any:
     result = subprocess.run(
         ["node", "-e", PRELUDE + script + EPILOGUE],
         cwd=JS_DIR,
-        env=os.environ | {"TOKEN": token, "BASE_URL": server.url} | env,
+        env=os.environ | {"TOKEN": token, "BASE_URL": server.url} | tls_env(server) | env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,40 +104,66 @@ async function main() {
     assert [size for _, size in found["files"]] == [len(chelsea_jpeg)] * 2
 
 
-def test_file_outputs_are_urls_its_owner_reads(
-    replicate_server: LiveServer, account: Account, tmp_path: Path, chelsea_jpeg: bytes
+def test_file_outputs_read_as_file_output(
+    replicate_tls_server: LiveServer, tls_account: Account, tmp_path: Path, chelsea_jpeg: bytes
 ) -> None:
     photo = tmp_path / "chelsea.jpg"
     photo.write_bytes(chelsea_jpeg)
     found = node(
-        replicate_server,
-        account.key,
+        replicate_tls_server,
+        tls_account.key,
         """
 async function main() {
   const output = await replicate.run("mlservice/background-removal", {
     input: { image: fs.readFileSync(process.env.PHOTO) },
   });
   const cutout = output.files.cutout;
-  // The client makes a FileOutput of https: and data: URLs only; this server is plain http.
-  const url = typeof cutout === "string" ? cutout : cutout.url().href;
-  const read = async (headers) => {
-    const response = await fetch(url, { headers });
-    return [response.status, Buffer.from(await response.arrayBuffer()).subarray(0, 4).toString("hex")];
-  };
+  // A FileOutput (of https URLs): the client reads it with a plain fetch, no Authorization.
+  const blob = await cutout.blob();
+  const head = Buffer.from(await blob.arrayBuffer()).subarray(0, 4).toString("hex");
+  const bare = new URL(cutout.url());
+  bare.search = "";
   return {
-    kind: typeof cutout,
-    url,
-    owner: await read({ Authorization: `Bearer ${process.env.TOKEN}` }),
-    anonymous: (await read({}))[0],
+    isFileOutput: cutout instanceof ReadableStream && typeof cutout.blob === "function",
+    url: cutout.url().href,
+    type: blob.type,
+    head,
+    bytes: blob.size,
+    bare: (await fetch(bare)).status,
   };
 }
 """,
         PHOTO=str(photo),
     )
-    assert found["kind"] == "string"
-    assert found["url"].startswith(f"{replicate_server.url}/api/jobs/")
-    assert found["owner"] == [200, "89504e47"]  # a PNG
-    assert found["anonymous"] == 401
+    assert found["isFileOutput"] is True, found
+    assert found["url"].startswith(f"{replicate_tls_server.url}/api/jobs/"), found
+    assert (found["type"], found["head"]) == ("image/png", "89504e47"), found
+    assert found["bytes"] > 1000, found
+    assert found["bare"] == 401, found  # the path without the link's token is its owner's alone
+
+
+def test_stream_runs_a_model_and_streams_its_output(replicate_server: LiveServer, account: Account) -> None:
+    found = node(
+        replicate_server,
+        account.key,
+        """
+async function main() {
+  const events = [];
+  for await (const event of replicate.stream("mlservice/test-steps", {
+    input: { text: "stream me", steps: 4, step_ms: 50 },
+  })) {
+    events.push({ event: event.event, data: event.data, id: event.id });
+  }
+  return events;
+}
+""",
+    )
+    assert [e["event"] for e in found] == ["logs"] * 4 + ["output", "done"], found
+    *logs, output, done = found
+    assert [e["data"] for e in logs] == [f"finished step {n} of 4" for n in range(1, 5)]
+    assert json.loads(output["data"]) == {"echo": "STREAM ME", "steps": 4}
+    assert json.loads(done["data"]) == {}
+    assert all(e["id"] for e in found), found
 
 
 def test_pagination_of_predictions(replicate_server: LiveServer, account: Account) -> None:

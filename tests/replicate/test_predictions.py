@@ -19,11 +19,14 @@ from mlservice.jobs.prefer import InvalidPrefer, wait_seconds
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.replicate.errors import InvalidCursor
 from mlservice.replicate.predictions import Cursor
+from mlservice.security.signed_urls import SignedUrls
 from mlservice.types import utcnow
 from mlservice.webhooks.tables import WebhookDelivery
 from tests.conftest import Service
 from tests.fixtures.predictors import EchoText
 from tests.replicate.conftest import create
+
+LINKS = SignedUrls("a test secret of more than 32 characters", 3600)
 
 PREDICTION_FIELDS = {
     "id",
@@ -82,29 +85,36 @@ async def test_create_and_wait_gives_the_finished_prediction(service: Service) -
     assert p["version"] == version_of(EchoText).id
     assert p["input"] == {"text": "hello", "sleep_ms": 0}
     base = f"http://testserver/api/jobs/{p['id']}"
-    assert p["output"] == {"echo": "HELLO", "batch_size": 1, "files": {"echo": f"{base}/artifacts/echo"}}
+    files = p["output"].pop("files")
+    assert p["output"] == {"echo": "HELLO", "batch_size": 1}
+    # Its files are links that open without a credential, as Replicate's clients read them.
+    assert set(files) == {"echo"}
+    assert files["echo"].startswith(f"{base}/artifacts/echo?token=")
     assert p["error"] is None
     assert p["logs"] == ""
     assert p["metrics"]["predict_time"] >= 0
     assert p["metrics"]["total_time"] >= p["metrics"]["predict_time"]
     assert p["created_at"] <= p["started_at"] <= p["completed_at"]
     url = f"http://testserver/v1/predictions/{p['id']}"
-    assert p["urls"] == {
-        "get": url,
-        "cancel": f"{url}/cancel",
-        "stream": f"{url}/stream",
-        "web": f"http://testserver/jobs/{p['id']}",
-    }
+    stream = p["urls"].pop("stream")
+    assert stream.startswith(f"{url}/stream?token=")
+    assert p["urls"] == {"get": url, "cancel": f"{url}/cancel", "web": f"http://testserver/jobs/{p['id']}"}
     assert r.headers["Location"] == url
     # The same job as /api shows it, billed as /api bills it.
     job = (await service.client.get(f"/api/jobs/{p['id']}", headers=headers)).json()
     assert job["status"] == "succeeded"
     assert job["cost"] == 3
     assert await wallet(service, headers) == {"balance": 97, "held": 0, "available": 97}
-    assert (await service.client.get(p["urls"]["get"], headers=headers)).json() == p
-    artifact = await service.client.get(p["output"]["files"]["echo"], headers=headers)
-    assert artifact.status_code == 200
-    assert artifact.content == b"hello"
+    again = (await service.client.get(p["urls"]["get"], headers=headers)).json()
+    assert again["urls"]["stream"] == stream  # the same links within a few minutes
+    assert again["output"]["files"] == files
+    for sent in (headers, {}):
+        artifact = await service.client.get(files["echo"], headers=sent)
+        assert artifact.status_code == 200
+        assert artifact.content == b"hello"
+    # Without its token the path is the owner's alone.
+    assert (await service.client.get(f"{base}/artifacts/echo")).status_code == 401
+    assert (await service.client.get(f"{base}/artifacts/echo", headers=headers)).content == b"hello"
 
 
 def unsaved_job(status: JobStatus, **fields: Any) -> Job:
@@ -141,11 +151,11 @@ async def test_statuses_are_replicates(service: Service) -> None:
             error_code="prediction_failed" if status is JobStatus.failed else None,
             error_message="it broke" if status is JobStatus.failed else None,
         )
-        p = prediction_of(job, {"test-echo": EchoText}, "http://x")
+        p = prediction_of(job, {"test-echo": EchoText}, "http://x", LINKS)
         assert p.status == name
         assert p.error == ("it broke" if status is JobStatus.failed else None)
         # The answer to a Prefer: wait that ran out says "starting" for anything unfinished.
-        waited = prediction_of(job, {"test-echo": EchoText}, "http://x", waited_out=True)
+        waited = prediction_of(job, {"test-echo": EchoText}, "http://x", LINKS, waited_out=True)
         assert waited.status == (name if status.finished else "starting")
 
 
@@ -157,7 +167,9 @@ def test_metrics_once_finished_only() -> None:
     def metrics(status: JobStatus, **times: Any) -> Any:
         job = unsaved_job(status, created_at=now, **times)
         # As /v1 answers it and as its webhook bodies carry it: both are this dump.
-        return prediction_of(job, {"test-echo": EchoText}, "http://x").model_dump(mode="json")["metrics"]
+        return prediction_of(job, {"test-echo": EchoText}, "http://x", LINKS).model_dump(mode="json")[
+            "metrics"
+        ]
 
     later = {"started_at": now + timedelta(seconds=1), "finished_at": now + timedelta(seconds=3)}
     assert metrics(JobStatus.queued) == {}
@@ -363,7 +375,9 @@ async def test_other_peoples_predictions_are_404(service: Service) -> None:
         assert_problem(r, 404, "job_not_found")
     assert_problem(await service.client.get("/v1/predictions/not-an-id", headers=other), 404, "job_not_found")
     assert (await service.client.get("/v1/predictions", headers=other)).json()["results"] == []
-    assert (await service.client.get(p["output"]["files"]["echo"], headers=other)).status_code == 404
+    # The path of its file, without the link's token: not theirs.
+    bare = p["output"]["files"]["echo"].partition("?")[0]
+    assert (await service.client.get(bare, headers=other)).status_code == 404
 
 
 async def test_cancel(service_factory: Any) -> None:
@@ -505,3 +519,47 @@ async def test_unknown_paths_answer_json(service: Service) -> None:
     r = await service.client.get("/v1/nothing-here", headers=headers)
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/json")
+
+
+async def test_links_open_their_own_path_only_until_they_expire(service: Service) -> None:
+    headers = await service.user()
+    first, second = [
+        (await create(service, headers, input={"text": text, "sleep_ms": 0}, prefer="wait")).json()
+        for text in ("one", "two")
+    ]
+    link = first["output"]["files"]["echo"]
+    path, _, token = link.removeprefix("http://testserver").partition("?token=")
+
+    async def opened(url: str) -> int:
+        r = await service.client.get(url)
+        if r.status_code == 403:
+            assert r.json()["error"]["code"] == "invalid_link"
+        return r.status_code
+
+    assert await opened(link) == 200
+    other_path = f"/api/jobs/{second['id']}/artifacts/echo"
+    assert await opened(f"{other_path}?token={token}") == 403  # another job's file
+    assert await opened(f"{path}?token={token[:-2]}xx") == 403  # tampered
+    bearer = headers["Authorization"].removeprefix("Bearer ")
+    assert await opened(f"{path}?token={bearer}") == 403  # an access token is no link
+    stream_token = first["urls"]["stream"].partition("?token=")[2]
+    assert await opened(f"{path}?token={stream_token}") == 403  # the stream's link
+    links = service.app.state.components.links
+    owner = uuid.UUID((await service.client.get("/api/users/me", headers=headers)).json()["id"])
+    expired = links.sign(path, owner, now=time.time() - links.lifetime_seconds - 600)
+    assert await opened(expired) == 403
+    assert await opened(links.sign(path, owner)) == 200
+    # A link names its owner: one signed for someone else opens nothing of theirs.
+    someone = await service.user()
+    someone_id = uuid.UUID((await service.client.get("/api/users/me", headers=someone)).json()["id"])
+    assert await opened(links.sign(path, someone_id)) == 404
+    assert await opened(links.sign(path, uuid.uuid4())) == 403  # no such account
+
+    # The stream's link opens it with no credential (Replicate's JavaScript client sends none).
+    async with service.client.stream("GET", first["urls"]["stream"]) as r:
+        assert r.status_code == 200
+        body = (await r.aread()).decode()
+    assert "event: output" in body
+    assert "event: done" in body
+    r = await service.client.get(first["urls"]["stream"].replace(first["id"], second["id"]))
+    assert r.status_code == 403

@@ -28,16 +28,22 @@ def test_a_finished_predictions_stream_and_someone_elses(
     replicate_server: LiveServer, account: Account
 ) -> None:
     prediction = account.client.predictions.create(version="mlservice/test-echo", input={"text": "later"})
-    assert prediction.urls["stream"] == f"{replicate_server.url}/v1/predictions/{prediction.id}/stream"
+    stream = f"{replicate_server.url}/v1/predictions/{prediction.id}/stream"
+    assert prediction.urls["stream"].startswith(f"{stream}?token=")
     prediction.wait()
     assert prediction.status == "succeeded"
     events = list(prediction.stream())
     assert [e.event for e in events] == [EventType.OUTPUT, EventType.DONE]
     assert json.loads(events[0].data)["echo"] == "LATER"
 
+    # urls.stream opens with no credential (Replicate's JavaScript client sends none); its path
+    # without the token is the owner's alone.
+    with httpx.stream("GET", prediction.urls["stream"]) as r:
+        assert r.status_code == 200
+        assert "event: done" in r.read().decode()
+    assert httpx.get(stream).status_code == 401
     stranger = replicate_server.bearer(replicate_server.register())
-    r = httpx.get(prediction.urls["stream"], headers=stranger)
-    assert r.status_code == 404
+    assert httpx.get(stream, headers=stranger).status_code == 404
 
 
 @pytest.mark.parametrize("path", ["/v1/predictions/not-an-id/stream"])

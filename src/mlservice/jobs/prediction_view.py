@@ -22,6 +22,7 @@ from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import MAX_TEXT_LENGTH
 from mlservice.jobs.views import files_expired_at
 from mlservice.predictors.base import Predictor
+from mlservice.security.signed_urls import SignedUrls
 
 PredictionStatus = Literal["starting", "processing", "succeeded", "failed", "canceled", "aborted"]
 
@@ -157,10 +158,12 @@ def prediction_of(
     job: Job,
     predictors: Mapping[str, type[Predictor]],
     base_url: str,
+    links: SignedUrls,
     *,
     waited_out: bool = False,
 ) -> Prediction:
-    """The job in Replicate's shape.
+    """The job in Replicate's shape. Its file outputs and ``urls.stream`` are links that open
+    without a credential for a while (``links``), as Replicate's clients fetch them.
 
     ``waited_out``: the answer to a create (a ``Prefer: wait`` that ran out before the job finished,
     or no wait at all). Such an answer says ``starting`` whatever the unfinished job is doing, as
@@ -177,8 +180,10 @@ def prediction_of(
     if job.output is not None:
         output = dict(job.output)
         if job.artifacts:
-            # The files a job made, as URLs their owner fetches with the same bearer token.
-            files = {name: f"{base_url}/api/jobs/{job.id}/artifacts/{name}" for name in sorted(job.artifacts)}
+            files = {
+                name: base_url + links.sign(f"/api/jobs/{job.id}/artifacts/{name}", job.user_id)
+                for name in sorted(job.artifacts)
+            }
             output.setdefault("files", files)
     status = JobStatus(job.status)
     url = f"{base_url}/v1/predictions/{job.id}"
@@ -200,14 +205,14 @@ def prediction_of(
         urls={
             "get": url,
             "cancel": f"{url}/cancel",
-            "stream": f"{url}/stream",
+            "stream": base_url + links.sign(f"/v1/predictions/{job.id}/stream", job.user_id),
             "web": f"{base_url}/jobs/{job.id}",
         },
     )
 
 
-def prediction_body(job: Job, predictors: Mapping[str, type[Predictor]]) -> dict[str, Any]:
+def prediction_body(job: Job, predictors: Mapping[str, type[Predictor]], links: SignedUrls) -> dict[str, Any]:
     """A webhook's body for a job made through /v1: the prediction, as GET /v1/predictions/{id}
     answers it. A worker does not know the address clients reach this server by: the URLs in it
     are paths on this server."""
-    return prediction_of(job, predictors, "").model_dump(mode="json")
+    return prediction_of(job, predictors, "", links).model_dump(mode="json")

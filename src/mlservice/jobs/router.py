@@ -19,7 +19,7 @@ from mlservice.jobs.tables import JobStatus
 from mlservice.jobs.validation import Submission
 from mlservice.jobs.views import job_read, job_summary
 from mlservice.security.limits import RATE_LIMITED_RESPONSE, limit_submissions
-from mlservice.users.auth import CurrentUser, account_checked_by_write
+from mlservice.users.auth import CurrentUser, LinkOrCurrentUser, account_checked_by_write
 from mlservice.webhooks.service import subscription
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401))
@@ -223,10 +223,11 @@ async def download_input(
     return _attachment(await service.read_input(session, components.storage, user.id, job_id))
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=Response, responses=error_responses(404, 410))
+@router.get("/{job_id}/artifacts/{name}", response_class=Response, responses=error_responses(403, 404, 410))
 async def download_artifact(
-    job_id: uuid.UUID, name: str, user: CurrentUser, session: SessionDep, components: ComponentsDep
+    job_id: uuid.UUID, name: str, user: LinkOrCurrentUser, session: SessionDep, components: ComponentsDep
 ) -> Response:
     """A file the job produced (e.g. the cut-out PNG of a background removal); `410 files_expired`
-    once the job's files expired."""
+    once the job's files expired. Its owner's credential, or a link from a `/v1` prediction's
+    output (`?token=`), which opens it for an hour (`403 invalid_link` once expired)."""
     return _attachment(await service.read_artifact(session, components.storage, user.id, job_id, name))

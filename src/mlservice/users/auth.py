@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
 from fastapi.security.base import SecurityBase
@@ -19,6 +19,7 @@ from fastapi.security.base import SecurityBase
 from mlservice.apikeys.service import KEY_PREFIX, use_is_due
 from mlservice.errors import AppError, Forbidden
 from mlservice.observability.context import note_user
+from mlservice.security.signed_urls import TOKEN_PARAMETER
 from mlservice.security.tokens import Claims
 from mlservice.types import utcnow
 from mlservice.users.principals import Principal
@@ -161,7 +162,57 @@ async def require_admin(user: Annotated[Principal, Depends(current_active_user)]
     return user
 
 
+LinkToken = Annotated[
+    str | None,
+    Query(
+        alias=TOKEN_PARAMETER,
+        description="The token of a link /v1 gave out (a file output, `urls.stream`): it opens this "
+        "path without a credential until it expires",
+    ),
+]
+
+
+async def _link_holder(request: Request, token: str) -> Principal:
+    components: Components = request.app.state.components
+    owner = components.links.owner(request.url.path, token)
+    principal = None if owner is None else await components.principals.user(owner)
+    if principal is None or not principal.is_active:
+        raise Forbidden(
+            "This link is invalid or has expired: read the prediction again for a fresh one.",
+            code="invalid_link",
+        )
+    note_user(principal.id)
+    return principal
+
+
+async def link_or_current_user(
+    request: Request,
+    token: LinkToken = None,
+    _bearer: Annotated[str | None, Depends(_bearer_doc)] = None,
+    _key: Annotated[None, Depends(_key_doc)] = None,
+    _cookie: Annotated[str | None, Depends(_cookie_doc)] = None,
+) -> Principal:
+    """The owner named by a signed link's ``token``, else the user as ``current_active_user``."""
+    if token is not None:
+        return await _link_holder(request, token)
+    return await current_active_user(request, _bearer, _key, _cookie)
+
+
+async def link_or_token_user(
+    request: Request,
+    token: LinkToken = None,
+    _bearer: Annotated[str | None, Depends(_bearer_doc)] = None,
+    _key: Annotated[None, Depends(_key_doc)] = None,
+) -> Principal:
+    """The owner named by a signed link's ``token``, else the user as ``token_user``."""
+    if token is not None:
+        return await _link_holder(request, token)
+    return await token_user(request, _bearer, _key)
+
+
 CurrentUser = Annotated[Principal, Depends(current_active_user)]
 AdminUser = Annotated[Principal, Depends(require_admin)]
 TokenUser = Annotated[Principal, Depends(token_user)]
 OptionalUser = Annotated[Principal | None, Depends(optional_user)]
+LinkOrCurrentUser = Annotated[Principal, Depends(link_or_current_user)]
+LinkOrTokenUser = Annotated[Principal, Depends(link_or_token_user)]

@@ -38,7 +38,7 @@ from mlservice.replicate.schemas import (
     VersionedPredictionCreate,
 )
 from mlservice.replicate.versions import slug_of_owner_name, slug_of_version
-from mlservice.users.auth import account_checked_by_write
+from mlservice.users.auth import LinkOrTokenUser, account_checked_by_write
 from mlservice.users.principals import Principal
 
 router = APIRouter(tags=["replicate"], route_class=ReplicateRoute, responses=problems(401, 422))
@@ -76,7 +76,7 @@ async def _create(
     job = await predictions.prediction_job(components, user.id, job_id, wait_s)
     # A create's answer says `starting` for a job that has not finished, as Replicate's does (a
     # worker may have picked it up already): its clients poll on from there.
-    prediction = prediction_of(job, components.predictors, base, waited_out=True)
+    prediction = prediction_of(job, components.predictors, base, components.links, waited_out=True)
     headers = {"Location": prediction.urls["get"]}
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={int(wait_s)}"
@@ -176,7 +176,7 @@ async def list_predictions(
     return PredictionPage(
         previous=page_url(base, "/v1/predictions", page.previous.encode() if page.previous else None, limit),
         next=page_url(base, "/v1/predictions", page.next.encode() if page.next else None, limit),
-        results=[prediction_of(job, components.predictors, base) for job in page.jobs],
+        results=[prediction_of(job, components.predictors, base, components.links) for job in page.jobs],
     )
 
 
@@ -185,12 +185,12 @@ async def get_prediction(
     request: Request, prediction_id: str, user: ApiUser, session: SessionDep, components: ComponentsDep
 ) -> Prediction:
     job = await jobs.get_owned_job(session, user.id, predictions.parse_prediction_id(prediction_id))
-    return prediction_of(job, components.predictors, base_url(request))
+    return prediction_of(job, components.predictors, base_url(request), components.links)
 
 
 def _final_events(job: Job, components: ComponentsDep, base: str) -> list[ServerSentEvent]:
     """Replicate's events for a finished prediction: its log lines, its output or its error, done."""
-    prediction = prediction_of(job, components.predictors, base)
+    prediction = prediction_of(job, components.predictors, base, components.links)
     token = state_token(job)
     events = [ServerSentEvent(data=line, event="logs") for line in prediction.logs.splitlines()]
     status = JobStatus(job.status)
@@ -210,14 +210,16 @@ def _final_events(job: Job, components: ComponentsDep, base: str) -> list[Server
 @router.get(
     "/predictions/{prediction_id}/stream",
     response_class=Response,
-    responses=STREAM_RESPONSE | problems(404, 429),
+    responses=STREAM_RESPONSE | problems(403, 404, 429),
 )
 async def stream_prediction(
-    request: Request, prediction_id: str, user: ApiUser, components: ComponentsDep
+    request: Request, prediction_id: str, user: LinkOrTokenUser, components: ComponentsDep
 ) -> Response:
     """The prediction's events as Replicate streams them (`urls.stream`): once it finished, its log
     lines (`logs`), then `output` (the output as JSON) or `error` (its message), then `done` (`{}`,
-    or `{"reason": "canceled"}`, `"aborted"`, `"error"`). Keep-alive comments meanwhile."""
+    or `{"reason": "canceled"}`, `"aborted"`, `"error"`). Keep-alive comments meanwhile. Its owner's
+    token, or `urls.stream` as given (with `?token=`, no credential needed: Replicate's clients
+    send none there)."""
     job_id = predictions.parse_prediction_id(prediction_id)
     await usecases.read_job(components, user.id, job_id)  # 404 before anything is streamed
     slot = components.streams.open(user.id)
@@ -236,9 +238,9 @@ async def stream_prediction(
 async def cancel_prediction(
     request: Request, prediction_id: str, user: ApiUser, session: SessionDep, components: ComponentsDep
 ) -> Prediction:
-    """Cancel a prediction that has not started (its hold is released). A finished one is answered
-    as it is; one that is running cannot be stopped here (409)."""
+    """Cancel a prediction, queued or running: it is `canceled` at once and its hold released
+    (whatever a running model still returns is dropped). A finished one is answered as it is."""
     job_id = predictions.parse_prediction_id(prediction_id)
     await session.close()
     job = await usecases.cancel_job(components, user.id, job_id, finished_is_an_answer=True)
-    return prediction_of(job, components.predictors, base_url(request))
+    return prediction_of(job, components.predictors, base_url(request), components.links)
