@@ -193,7 +193,10 @@ def test_deadlines_abort_or_cancel_and_charge_nothing(logged_in: Cli) -> None:
     assert logged_in("job", busy.stdout.strip(), "--wait").returncode == 0
     listed = logged_in("jobs", "--status", "aborted")
     assert listed.returncode == 0, listed.stderr
-    assert [row.split()[1:3] for row in listed.stdout.splitlines()[1:]] == [["test-steps", "aborted"]]
+    assert [row.split()[1:4] for row in listed.stdout.splitlines()[1:]] == [["test-steps", "aborted", "0"]]
+    assert "COST: what was charged" in listed.stderr
+    canceled = logged_in("jobs", "--status", "canceled")
+    assert [row.split()[2:4] for row in canceled.stdout.splitlines()[1:]] == [["canceled", "0"]]
     whole = json.loads(logged_in("job", listed.stdout.splitlines()[1].split()[0], "--json").stdout)
     assert whole["started_at"] is None
     assert available() == before - 3  # the busy job only

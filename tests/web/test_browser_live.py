@@ -77,17 +77,17 @@ def test_the_job_page_follows_the_stream_and_shows_progress(
     page: Page, browser_screenshot: Screenshot
 ) -> None:
     requests = Requests(page)
-    job = submit_through_script(page, "test-steps", "follow me", {"steps": 10, "step_ms": 350})
+    job = submit_through_script(page, "test-steps", "follow me", {"steps": 12, "step_ms": 400})
     page.goto(f"/jobs/{job}")
     live = page.locator("[data-job-live]")
     message = live.locator("[data-live-message]")
-    expect(message).to_contain_text(STEP)
+    expect(message).to_contain_text(STEP, timeout=30_000)
     browser_screenshot(page, "job-progress")
     result = page.get_by_test_id("result")
     values = progress_values(page, "[data-job-progress]", until=lambda: result.is_visible())
 
     # The bar moved forward step by step (the server coalesces updates: not every step need show).
-    assert len(values) >= 3, values
+    assert len(values) >= 2, values
     assert values == sorted(values), values
     assert 0 < values[0] < values[-1] <= 1, values
     expect(result).to_contain_text("FOLLOW ME")
@@ -105,6 +105,7 @@ def test_the_jobs_list_shows_each_running_jobs_progress(page: Page) -> None:
     page.goto("/jobs")
     rows = {job: page.locator(f'[data-job-row][data-job-id="{job}"]') for job in (first, second)}
     expect(page.locator("[data-jobs-live]")).to_be_visible()
+    expect(rows[second].locator("[data-cost]")).to_have_text(re.compile(r"^\d+ held$"))
 
     # One consumer: the first runs while the second waits, then the second runs.
     for job in (first, second):
@@ -117,6 +118,8 @@ def test_the_jobs_list_shows_each_running_jobs_progress(page: Page) -> None:
         expect(rows[job].locator("[data-status-badge]")).to_have_text("succeeded")
         expect(rows[job].locator("[data-running-bar]")).to_be_hidden()
         expect(rows[job].locator("[data-duration]")).to_have_text(re.compile(r"\d+(\.\d)? (ms|s)"))
+        cost = rows[job].locator("[data-cost]")
+        expect(cost).to_have_text(cost.get_attribute("data-cost") or "?")  # charged once it succeeded
     expect(page.locator("[data-jobs-live]")).to_be_hidden()
     assert len(requests.matching(r"/api/jobs/[0-9a-f-]{36}/events$")) == 2, requests.urls
     assert not requests.matching(r"/api/jobs\?limit="), requests.urls  # no listing polls

@@ -153,16 +153,26 @@ def list_jobs(args: argparse.Namespace) -> int:
             j["id"],
             j["model"],
             j["status"],
-            j["cost"],
+            _charged(j),
             local_time(j["created_at"]),
             _seconds(j["processing_ms"]),
         )
         for j in items
     ]
     print(table(("ID", "MODEL", "STATUS", "COST", "CREATED", "TIME"), rows, right=("COST", "TIME")))
+    print("(COST: what was charged; a job not yet finished has its price held)", file=sys.stderr)
     if page["total"] > len(items):
         print(f"({len(items)} of {page['total']}; --limit N shows more)", file=sys.stderr)
     return 0
+
+
+def _charged(job: dict[str, Any]) -> str:
+    """What a job cost its owner: its price once it succeeded, held until it ends, else nothing."""
+    if job["status"] == "succeeded":
+        return str(job["cost"])
+    if job["status"] not in FINISHED:
+        return f"{job['cost']} held"
+    return "0"
 
 
 # -- predict and job ----------------------------------------------------------------------------------

@@ -274,6 +274,8 @@ window.mlservice = (() => {
       }
       const duration = row.querySelector("[data-duration]");
       if (duration) duration.textContent = formatDuration(job.processing_ms);
+      const cost = row.querySelector("[data-cost]");
+      if (cost) cost.textContent = job.status === "succeeded" ? String(job.cost) : FINISHED.includes(job.status) ? "0" : `${job.cost} held`;
       if (!unfinished().length && live) live.hidden = true;
     }
 
