@@ -9,7 +9,7 @@ import io
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import httpx
 import pytest
 from deploy.local import DEFAULT_NGINX_TEMPLATE, LocalDeployment, render_nginx_conf
 
-from tests.conftest import BACKENDS, BROKER, PASSWORD, PG_SERVER, scratch_pg_database, scratch_vhost
+from tests.conftest import BACKENDS, BROKER, PASSWORD, PG_SERVER
 
 MODEL = "image-classification"
 PRICE = 5  # the classifier's default price
@@ -31,19 +31,6 @@ TERMINAL = {"succeeded", "failed", "canceled"}
 pytestmark = pytest.mark.skipif(
     "postgresql" not in BACKENDS, reason="several processes share one database: PostgreSQL only"
 )
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    """A fresh database, migrated by the deployment itself, dropped afterwards."""
-    async with scratch_pg_database("mlservice_deploy") as name:
-        yield name
-
-
-@pytest.fixture
-def amqp_vhost() -> Iterator[str]:
-    with scratch_vhost("mlservice_deploy") as vhost:
-        yield vhost
 
 
 @pytest.fixture
