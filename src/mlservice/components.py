@@ -54,6 +54,7 @@ from mlservice.settings import Settings
 from mlservice.storage.base import Storage
 from mlservice.storage.database import DatabaseStorage
 from mlservice.storage.local import LocalStorage
+from mlservice.users.oidc import OidcProviders
 from mlservice.users.principals import Principals
 from mlservice.users.transports import configure_auth
 from mlservice.webhooks import outbox
@@ -83,6 +84,8 @@ class Components:
     # Access tokens and the accounts they name, from the settings and the database.
     tokens: AccessTokens = field(init=False)
     principals: Principals = field(init=False)
+    # The OpenID providers the web UI offers (none when no MLSERVICE_OIDC_* is set).
+    oidc: OidcProviders = field(init=False)
     # The catalog rows submits read, for a few seconds.
     catalog: CatalogCache = field(init=False)
     # The models' queue caps, against queue depths read at most every second or so.
@@ -93,6 +96,7 @@ class Components:
     def __post_init__(self) -> None:
         self.tokens = AccessTokens(self.settings.jwt_secret_value(), self.settings.jwt_lifetime_seconds)
         self.principals = Principals(self.db, self.settings.auth_cache_seconds)
+        self.oidc = OidcProviders(self.settings.oidc, self.settings.oidc_timeout_seconds)
         self.catalog = CatalogCache(self.db, self.settings.catalog_cache_seconds)
         self.queue_caps = QueueCaps(
             self.db,
@@ -261,6 +265,7 @@ async def close_components(components: Components) -> None:
     await components.events.stop()
     if components.webhooks is not None:
         await components.webhooks.stop()
+    await components.oidc.close()
     await components.queue.close()
     await components.db.dispose()
     if components.rate_limiter is not None:
