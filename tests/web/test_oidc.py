@@ -317,16 +317,35 @@ async def test_an_unverified_email_of_an_existing_account_is_refused(
     assert await counts(sso) == before
 
 
+async def test_an_unverified_or_missing_email_creates_no_account(
+    sso: Service, provider: OpenIdProvider
+) -> None:
+    unverified, without = login_name(), login_name()
+    provider.account(unverified, email=f"{unverified}@example.com", email_verified=False)
+    provider.account(without)
+    before = await counts(sso)
+    async with browser(sso) as client:
+        refused(await sso_login(client, unverified), 400, "oidc_email_unverified")
+    async with browser(sso) as client:
+        refused(await sso_login(client, without), 400, "oidc_email_missing")
+    assert await counts(sso) == before
+
+
 class TokenRewriter(httpx.AsyncBaseTransport):
     """Between our side and the provider: hands our side another ID token than the provider
     issued (``rewrite``), or an outdated copy of the provider's keys (``stale_keys``) once."""
 
-    def __init__(self, rewrite: Callable[[str], str] | None = None, stale_keys: Any = None) -> None:
+    def __init__(
+        self, rewrite: Callable[[str], str] | None = None, stale_keys: Any = None, token_down: bool = False
+    ) -> None:
         self.inner = httpx.AsyncHTTPTransport()
         self.rewrite = rewrite
         self.stale_keys = stale_keys
+        self.token_down = token_down
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.token_down and request.url.path == "/token":
+            raise httpx.ConnectError("connection refused", request=request)
         if self.stale_keys is not None and request.url.path == "/jwks":
             keys, self.stale_keys = self.stale_keys, None
             return httpx.Response(200, json=keys)
@@ -400,6 +419,18 @@ async def test_keys_rotated_at_the_provider_are_fetched_again(sso: Service, prov
         assert (await me(client))["email"] == f"{login}@example.com"
 
 
+async def test_a_provider_that_goes_down_during_the_login_gets_a_clear_page(
+    sso: Service, provider: OpenIdProvider
+) -> None:
+    sso.app.state.components.oidc.http.transport = TokenRewriter(token_down=True)
+    login = login_name()
+    provider.account(login, email=f"{login}@example.com")
+    before = await counts(sso)
+    async with browser(sso) as client:
+        refused(await sso_login(client, login), 502, "oidc_provider_unavailable")
+    assert await counts(sso) == before
+
+
 async def test_a_provider_that_is_down_gets_a_clear_page(
     service_factory: Callable[..., Any], provider: OpenIdProvider, tmp_path: Path
 ) -> None:
@@ -416,3 +447,15 @@ async def test_a_provider_that_is_down_gets_a_clear_page(
         assert 'type="password"' in r.text
         r = await svc.client.get("/auth/oidc/nowhere/login")
         assert r.status_code == 404
+
+
+async def test_starting_logins_is_rate_limited_per_address(
+    service_factory: Callable[..., Any], provider: OpenIdProvider
+) -> None:
+    # Each start keeps a row until it is answered: the password logins' per-address limit holds.
+    async with service_factory(oidc_providers=[provider.settings()], rate_limit_login_ip="2/minute") as svc:
+        for _ in range(2):
+            assert (await svc.client.get("/auth/oidc/test/login")).status_code == 303
+        r = await svc.client.get("/auth/oidc/test/login")
+        assert r.status_code == 429
+        assert "text/html" in r.headers["content-type"]

@@ -139,9 +139,9 @@ async def sign_in_with_provider(
     is_admin: bool | None,
     signup_bonus: int,
 ) -> User:
-    """The account of the identity ``subject`` at ``provider``: the linked one; else the account
-    with its e-mail when the provider verified that address (then linked); else a new account
-    (wallet and signup bonus as a registration, no password). ``is_admin`` (when the provider says)
+    """The account of the identity ``subject`` at ``provider``: the linked one; else, when the
+    provider verified its e-mail address, the account with that address (then linked) or a new
+    account (wallet and signup bonus as a registration, no password). ``is_admin`` (when the provider says)
     sets the role. An inactive account is refused, and nothing is written then."""
     link = await session.get(OidcLink, (provider, subject))
     user = None if link is None else await session.get(User, link.user_id)
@@ -155,6 +155,13 @@ async def sign_in_with_provider(
                 "verified that the address is yours. Log in with the password, or verify the "
                 "address at the provider."
             )
+        if not email_verified:
+            # A new account on an unverified address would be linked, at its owner's first
+            # verified login, to an account the first one still reaches: refused as well.
+            raise EmailUnverified(
+                "The identity provider has not verified your e-mail address. Verify it there, "
+                "then log in again."
+            )
     if user is not None and not user.is_active:
         raise AccountInactive("This account is deactivated.")
     if user is None:
@@ -165,7 +172,7 @@ async def sign_in_with_provider(
             NO_PASSWORD,
             signup_bonus=signup_bonus,
             is_superuser=bool(is_admin),
-            is_verified=email_verified,
+            is_verified=True,
         )
     if link is None:
         try:

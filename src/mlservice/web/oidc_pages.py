@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlservice.deps import ComponentsDep
 from mlservice.errors import AppError
-from mlservice.security.limits import limit_logins
+from mlservice.security.limits import limit_provider_logins
 from mlservice.users import usecases
 from mlservice.users.transports import cookie_settings, set_session_cookie
 from mlservice.web.render import page, redirect, safe_next
@@ -52,7 +52,7 @@ def refused(request: Request, components: ComponentsDep, error: AppError, provid
     return response
 
 
-@router.get("/auth/oidc/{provider}/login", dependencies=[Depends(limit_logins)])
+@router.get("/auth/oidc/{provider}/login", dependencies=[Depends(limit_provider_logins)])
 async def oidc_login(
     request: Request, components: ComponentsDep, provider: str, next: str | None = None
 ) -> Response:
