@@ -26,12 +26,13 @@ from tests.fixtures.oidc_provider import CLIENT_ID, OpenIdProvider, provider_log
 from tests.fixtures.web import browser, csrf
 
 BACK = "http://testserver/auth/oidc/test/callback"
+SECOND_BACK = "http://testserver/auth/oidc/second/callback"
 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenIdProvider]:
     with running_provider(
-        tmp_path_factory.mktemp("oidc-provider"), [BACK], ["http://testserver/login"]
+        tmp_path_factory.mktemp("oidc-provider"), [BACK, SECOND_BACK], ["http://testserver/login"]
     ) as running:
         yield running
 
@@ -211,6 +212,55 @@ async def test_logout_ends_the_session_and_goes_to_the_provider(
         await client.get("/")
         r = await client.post("/logout", data={"csrf_token": csrf(client)})
         assert r.headers["location"] == "/login"
+
+
+async def test_logout_without_an_end_session_page_stays_here(sso: Service, provider: OpenIdProvider) -> None:
+    class NoEndSession(TokenRewriter):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await super().handle_async_request(request)
+            if request.url.path != "/.well-known/openid-configuration":
+                return response
+            metadata = json.loads(await response.aread())
+            metadata.pop("end_session_endpoint")
+            return httpx.Response(200, json=metadata)
+
+    sso.app.state.components.oidc.http.transport = NoEndSession()
+    login = login_name()
+    provider.account(login, email=f"{login}@example.com")
+    async with browser(sso) as client:
+        await sso_login(client, login)
+        await client.get("/")
+        r = await client.post("/logout", data={"csrf_token": csrf(client)})
+        assert r.headers["location"] == "/login"
+        assert (await client.get("/api/users/me")).status_code == 401
+
+
+async def test_two_providers_each_with_its_button_and_links(
+    service_factory: Callable[..., Any], provider: OpenIdProvider
+) -> None:
+    second = provider.settings(name="second", display_name="Second ID")
+    async with service_factory(oidc_providers=[provider.settings(), second]) as svc:
+        r = await svc.client.get("/login")
+        assert "Log in with Test ID" in r.text
+        assert "Log in with Second ID" in r.text
+        login = login_name()
+        provider.account(login, email=f"{login}@example.com")
+        async with browser(svc) as client:
+            await sso_login(client, login)
+            first = await me(client)
+        # The same address, verified, through the other provider: the same account, linked twice.
+        async with browser(svc) as client:
+            r = await client.get("/auth/oidc/second/login")
+            back = await provider_login(r.headers["location"], login, SECOND_BACK)
+            assert (await client.get(back)).status_code == 303
+            assert (await me(client))["id"] == first["id"]
+        assert await counts(svc) == (1, 2)
+        # A state started for one provider is no answer for the other.
+        async with browser(svc) as client:
+            url = await start(client)
+            state = parse_qs(urlsplit(url).query)["state"][0]
+            client.cookies.set("mlservice_oidc_state", state, path="/auth/oidc/second/")
+            refused(await client.get(f"{SECOND_BACK}?code=x&state={state}"), 400, "oidc_state_invalid")
 
 
 async def test_password_login_can_be_turned_off(
