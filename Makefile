@@ -72,7 +72,7 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 
 js-client: $(JS_STAMP)
 
-# tests/web/test_oidc.py and test_browser_oidc.py log in through a real OpenID provider: the npm
+# tests/web/test_oidc*.py and test_browser_oidc.py log in through a real OpenID provider: the npm
 # oidc-provider package (pinned exactly in tests/oidc/package-lock.json) run by Node on loopback.
 OIDC_STAMP := tests/oidc/node_modules/.installed-stamp
 

@@ -9,6 +9,8 @@ refused login renders a page that says why, with the ways to log in that are sti
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -19,6 +21,7 @@ from mlservice.users import usecases
 from mlservice.users.transports import cookie_settings, set_session_cookie
 from mlservice.web.render import page, redirect, safe_next
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 STATE_COOKIE = "mlservice_oidc_state"
@@ -34,7 +37,10 @@ def callback_url(request: Request, provider: str) -> str:
 
 
 def refused(request: Request, components: ComponentsDep, error: AppError, provider: str) -> Response:
+    """The page of a login that cannot go on: why, its code, and the ways in that are left."""
     settings = components.settings
+    # Operators see why logins fail (a provider down, a misconfigured client) without the users.
+    log.info("login through OpenID provider %r refused: %s", provider, error.code)
     response = page(
         request,
         "oidc_error.html",
@@ -48,7 +54,8 @@ def refused(request: Request, components: ComponentsDep, error: AppError, provid
         providers=components.oidc.buttons(),
         password_login=settings.password_login,
     )
-    response.delete_cookie(STATE_COOKIE, path=_state_cookie_path(provider))
+    if provider in settings.oidc:  # a name from the URL goes into no header unless it is ours
+        response.delete_cookie(STATE_COOKIE, path=_state_cookie_path(provider))
     return response
 
 
