@@ -146,3 +146,10 @@ def test_log_in_and_out_through_the_provider(
     # The provider forgot the session too: logging in again asks for the login name again.
     page.get_by_role("link", name="Log in with Test ID").click()
     expect(page.get_by_placeholder("Enter any login")).to_be_visible()
+
+    # An answer this browser did not ask for: a page that says so, the password login offered.
+    page.goto("/auth/oidc/test/callback?code=forged&state=forged")
+    expect(page.get_by_role("heading", name="Login not completed")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("did not start in this browser")
+    page.get_by_role("link", name="Log in with your password").click()
+    expect(page.get_by_label("Password")).to_be_visible()

@@ -52,6 +52,11 @@ async def test_first_login_creates_the_account_with_the_signup_bonus(
     provider.account(login, email=f"{login}@example.com")
     async with browser(sso) as client:
         r = await client.get("/auth/oidc/test/login?next=/wallet")
+        # The state also goes into a cookie of this browser, for the callback only.
+        cookie = r.headers["set-cookie"].lower()
+        assert cookie.startswith("mlservice_oidc_state=")
+        for attribute in ("httponly", "samesite=lax", "path=/auth/oidc/test/", "max-age=600"):
+            assert attribute in cookie
         back = await provider_login(r.headers["location"], login, BACK)
         r = await client.get(back)
         assert r.status_code == 303, r.text

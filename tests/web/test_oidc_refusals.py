@@ -5,6 +5,7 @@ code, another issuer, an error from the provider, an unverified or missing e-mai
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,23 @@ async def test_a_wrong_state_is_refused(sso: Service, provider: OpenIdProvider) 
     async with browser(sso) as client:
         refused(await client.get(back), 400, "oidc_state_invalid")
     assert await counts(sso) == before
+
+
+async def test_a_login_answered_too_late_is_refused(
+    service_factory: Callable[..., Any], provider: OpenIdProvider
+) -> None:
+    login = login_name()
+    provider.account(login, email=f"{login}@example.com")
+    async with service_factory(oidc_providers=[provider.settings()], oidc_login_seconds=1) as svc:
+        before = await counts(svc)
+        async with browser(svc) as client:
+            back = await answer(client, login)
+            await asyncio.sleep(1.2)
+            # The state cookie has expired too; a browser that kept it is refused all the same.
+            state = parse_qs(urlsplit(back).query)["state"][0]
+            client.cookies.set("mlservice_oidc_state", state, path="/auth/oidc/test/")
+            refused(await client.get(back), 400, "oidc_state_invalid")
+        assert await counts(svc) == before
 
 
 async def test_a_replayed_state_is_refused(sso: Service, provider: OpenIdProvider) -> None:
