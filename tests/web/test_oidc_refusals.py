@@ -139,7 +139,16 @@ async def test_an_unverified_or_missing_email_creates_no_account(
 
 @pytest.mark.parametrize(
     "case",
-    ["tampered", "expired", "wrong_audience", "wrong_issuer", "wrong_nonce", "foreign_key", "not_a_jwt"],
+    [
+        "tampered",
+        "expired",
+        "wrong_audience",
+        "wrong_issuer",
+        "wrong_nonce",
+        "foreign_key",
+        "not_a_jwt",
+        "subject_too_long",
+    ],
 )
 async def test_a_bad_id_token_is_refused(sso: Service, provider: OpenIdProvider, case: str) -> None:
     now = int(time.time())
@@ -151,6 +160,7 @@ async def test_a_bad_id_token_is_refused(sso: Service, provider: OpenIdProvider,
         "wrong_nonce": resigned(provider, nonce="from-another-login"),
         "foreign_key": foreign_key,
         "not_a_jwt": lambda token: "not.a.token",
+        "subject_too_long": resigned(provider, sub="s" * 256),
     }
     sso.app.state.components.oidc.http.transport = TokenRewriter(rewrite=rewrites[case])
     login = login_name()

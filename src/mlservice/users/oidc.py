@@ -200,6 +200,9 @@ class OidcClient:
             if extra.get("sub") == claims["sub"]:
                 claims = {**extra, **claims}
         email = claims.get("email")
+        # What our columns hold (oidc_links.subject, users.email): longer is no identity we keep.
+        if len(str(claims["sub"])) > 255 or (isinstance(email, str) and len(email) > 320):
+            raise IdTokenInvalid("The ID token's subject or e-mail address is too long.")
         return Identity(
             provider=self.config.name,
             subject=str(claims["sub"]),
