@@ -1,14 +1,15 @@
 # `make run`: set up and start mlservice on the embedded default (SQLite, local files, in-process workers).
 # `make test`: set up and run the linters, the type checker and the whole test suite (the browser tests'
 # Chromium and tests/deploy's nginx are installed when missing: `make chromium`, `make nginx`; the
-# Replicate JavaScript client of tests/js with `make js-client`).
+# Replicate JavaScript client of tests/js with `make js-client`, the OpenID provider of tests/oidc
+# with `make oidc-provider`).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint chromium nginx js-client bench clean lock
+.PHONY: install run test lint chromium nginx js-client oidc-provider bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,7 +72,17 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 
 js-client: $(JS_STAMP)
 
-test: lint chromium nginx js-client
+# tests/web/test_oidc*.py and test_browser_oidc.py log in through a real OpenID provider: the npm
+# oidc-provider package (pinned exactly in tests/oidc/package-lock.json) run by Node on loopback.
+OIDC_STAMP := tests/oidc/node_modules/.installed-stamp
+
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
+	touch $(OIDC_STAMP)
+
+oidc-provider: $(OIDC_STAMP)
+
+test: lint chromium nginx js-client oidc-provider
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install
@@ -102,7 +113,7 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --no-deps requirements/malconv-gpl.in -o requirements/malconv-gpl.txt
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules tests/oidc/node_modules
 
 # `make deploy-local`: the scaled-out layout as processes on this machine, nginx → 2 APIs → RabbitMQ →
 # 2 workers, on the local PostgreSQL (database mlservice_local) and RabbitMQ (vhost mlservice-local),

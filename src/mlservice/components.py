@@ -55,6 +55,7 @@ from mlservice.settings import Settings
 from mlservice.storage.base import Storage
 from mlservice.storage.database import DatabaseStorage
 from mlservice.storage.local import LocalStorage
+from mlservice.users.oidc import OidcProviders
 from mlservice.users.principals import Principals
 from mlservice.users.transports import configure_auth
 from mlservice.webhooks import outbox
@@ -86,6 +87,8 @@ class Components:
     # The links /v1 gives out that open without a credential (file outputs, urls.stream).
     links: SignedUrls = field(init=False)
     principals: Principals = field(init=False)
+    # The OpenID providers the web UI offers (none when no MLSERVICE_OIDC_* is set).
+    oidc: OidcProviders = field(init=False)
     # The catalog rows submits read, for a few seconds.
     catalog: CatalogCache = field(init=False)
     # The models' queue caps, against queue depths read at most every second or so.
@@ -97,6 +100,7 @@ class Components:
         self.tokens = AccessTokens(self.settings.jwt_secret_value(), self.settings.jwt_lifetime_seconds)
         self.links = SignedUrls(self.settings.jwt_secret_value(), self.settings.signed_url_lifetime_seconds)
         self.principals = Principals(self.db, self.settings.auth_cache_seconds)
+        self.oidc = OidcProviders(self.settings.oidc, self.settings.oidc_timeout_seconds)
         self.catalog = CatalogCache(self.db, self.settings.catalog_cache_seconds)
         self.queue_caps = QueueCaps(
             self.db,
@@ -273,6 +277,7 @@ async def close_components(components: Components) -> None:
     await components.events.stop()
     if components.webhooks is not None:
         await components.webhooks.stop()
+    await components.oidc.close()
     await components.queue.close()
     await components.db.dispose()
     if components.rate_limiter is not None:

@@ -9,10 +9,31 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlservice.security.rates import Rate, parse_rate
+
+
+class OidcProvider(BaseModel):
+    """One OpenID provider the web UI offers a "Log in with ..." button for."""
+
+    # In our URLs (/auth/oidc/<name>/...) and in the link table: never rename a provider in use.
+    name: str = Field(default="sso", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    issuer: str  # https://keycloak.example.com/realms/acme: its /.well-known/openid-configuration
+    client_id: str
+    client_secret: SecretStr | None = None  # None: a public client (PKCE alone)
+    scopes: list[str] = ["openid", "email", "profile"]
+    display_name: str = ""  # on the button; empty: the name
+    # A claim (e.g. "groups", "roles") that makes the user an administrator when it holds
+    # admin_value (or is true, with admin_value empty), checked at every login. Empty: the
+    # provider says nothing about roles, and an admin stays an admin.
+    admin_claim: str = ""
+    admin_value: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
 
 
 class Settings(BaseSettings):
@@ -61,6 +82,25 @@ class Settings(BaseSettings):
     # A second factor for destructive admin operations (deleting request history), sent in the
     # X-Admin-Token header by an admin. Unset: those operations are refused.
     admin_token: SecretStr | None = None
+
+    # Single sign-on (OpenID Connect, authorization code with PKCE). One provider through the
+    # MLSERVICE_OIDC_ISSUER, _CLIENT_ID, _CLIENT_SECRET, _SCOPES, _DISPLAY_NAME, _NAME, _ADMIN_CLAIM
+    # and _ADMIN_VALUE variables; more as a JSON list in MLSERVICE_OIDC_PROVIDERS.
+    oidc_providers: list[OidcProvider] = []
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: Annotated[list[str], NoDecode] = ["openid", "email", "profile"]
+    oidc_display_name: str = ""
+    oidc_name: str = "sso"
+    oidc_admin_claim: str = ""
+    oidc_admin_value: str = ""
+    # Seconds a provider has to answer (discovery, keys, token), and a login to come back.
+    oidc_timeout_seconds: float = Field(default=10.0, gt=0)
+    oidc_login_seconds: int = Field(default=600, gt=0)
+    # False: accounts log in through a provider only (the password forms and /api/auth/*/login
+    # refuse; `mlservice create-admin` still works).
+    password_login: bool = True
 
     signup_bonus: int = Field(default=100, ge=0)
     max_refill_amount: int = Field(default=100_000, gt=0)
@@ -195,6 +235,7 @@ class Settings(BaseSettings):
         "metrics_token",
         "telegram_token",
         "telegram_webhook_secret",
+        "oidc_client_secret",
         "storage_dir",
         "model_cache_dir",
         "tls_certfile",
@@ -219,7 +260,12 @@ class Settings(BaseSettings):
         return parse_rate(value) if isinstance(value, str) else value
 
     @field_validator(
-        "forwarded_allow_ips", "cors_origins", "trusted_hosts", "webhook_retry_delays", mode="before"
+        "forwarded_allow_ips",
+        "cors_origins",
+        "trusted_hosts",
+        "webhook_retry_delays",
+        "oidc_scopes",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -265,6 +311,27 @@ class Settings(BaseSettings):
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("MLSERVICE_TLS_CERTFILE and MLSERVICE_TLS_KEYFILE go together")
         return self
+
+    @cached_property
+    def oidc(self) -> dict[str, OidcProvider]:
+        """Every configured provider by name (the MLSERVICE_OIDC_ISSUER one first)."""
+        providers = list(self.oidc_providers)
+        if self.oidc_issuer:
+            one = OidcProvider(
+                name=self.oidc_name,
+                issuer=self.oidc_issuer,
+                client_id=self.oidc_client_id,
+                client_secret=self.oidc_client_secret,
+                scopes=self.oidc_scopes,
+                display_name=self.oidc_display_name,
+                admin_claim=self.oidc_admin_claim,
+                admin_value=self.oidc_admin_value,
+            )
+            providers.insert(0, one)
+        by_name = {p.name: p for p in providers}
+        if len(by_name) != len(providers):
+            raise ValueError("two OpenID providers have the same name")
+        return by_name
 
     @cached_property
     def resolved_database_url(self) -> str:

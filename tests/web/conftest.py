@@ -22,15 +22,16 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import BACKENDS, PASSWORD, PG_SERVER
+from tests.conftest import BACKENDS, PASSWORD, PG_SERVER, Service
 from tests.fixtures.live_server import ARTIFACTS, LiveServer, running_server
+from tests.fixtures.oidc_provider import OpenIdProvider, running_provider
 
 if TYPE_CHECKING:
     # Imported when a browser test runs, not here: the page tests beside them need no browser.
@@ -85,6 +86,27 @@ def live_server_any(request: pytest.FixtureRequest) -> LiveServer:
     fixture = "live_server" if request.param == "sqlite" else "live_server_pg"
     server: LiveServer = request.getfixturevalue(fixture)
     return server
+
+
+# -- single sign-on (tests/web/test_oidc*.py) -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenIdProvider]:
+    """A real OpenID provider whose test client sends the browser back to http://testserver."""
+    from tests.web.oidc_flow import BACK, SECOND_BACK
+
+    with running_provider(
+        tmp_path_factory.mktemp("oidc-provider"), [BACK, SECOND_BACK], ["http://testserver/login"]
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def sso(service_factory: Callable[..., Any], provider: OpenIdProvider) -> AsyncIterator[Service]:
+    """The app with ``provider`` as its provider "test" ("Log in with Test ID")."""
+    async with service_factory(oidc_providers=[provider.settings()]) as svc:
+        yield svc
 
 
 # -- the browser ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.types import Scope
 
 # The web UI serves every asset from this origin; nothing may frame it (clickjacking).
@@ -30,10 +32,17 @@ class SecurityHeaders:
     cache should keep. HSTS only goes out on requests that came over TLS (``scope["scheme"]``, as
     the forwarded headers left it), since browsers ignore it over plain HTTP anyway."""
 
-    def __init__(self, *, hsts_seconds: int = 0, api_prefix: str = "/api/") -> None:
+    def __init__(
+        self, *, hsts_seconds: int = 0, api_prefix: str = "/api/", form_targets: Sequence[str] = ()
+    ) -> None:
         self.hsts = f"max-age={hsts_seconds}; includeSubDomains".encode() if hsts_seconds else None
         self.api_prefix = api_prefix
-        self.csp = DEFAULT_CSP.encode()
+        csp = DEFAULT_CSP
+        if form_targets:
+            # The OpenID providers' origins: logging out (a form) ends at their end-session page,
+            # and browsers hold a form's redirects to form-action too.
+            csp = csp.replace("form-action 'self'", " ".join(["form-action 'self'", *form_targets]))
+        self.csp = csp.encode()
 
     def add(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> None:
         """Add what ``headers`` (a response's, about to start) lacks, in place."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
 
     from mlservice.observability.metrics import ServiceMetrics
     from mlservice.settings import Settings
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of ``url``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
 
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
 CORS_EXPOSED = [
@@ -53,7 +61,10 @@ def install_edge(app: FastAPI, settings: Settings, metrics: ServiceMetrics) -> N
         Edge,
         trusted=TrustedProxies(settings.forwarded_allow_ips),
         request_log=RequestLog(metrics),
-        headers=SecurityHeaders(hsts_seconds=settings.hsts_seconds),
+        headers=SecurityHeaders(
+            hsts_seconds=settings.hsts_seconds,
+            form_targets=sorted({origin(p.issuer) for p in settings.oidc.values()}),
+        ),
         max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
         csrf_refused=api_csrf_refused,
         csrf_refusal=CSRF_REFUSAL,

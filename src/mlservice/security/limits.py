@@ -41,6 +41,14 @@ async def limit_logins(request: Request) -> None:
     record_quota(request, await limiter.check("login", address, username.strip().lower()))
 
 
+async def limit_provider_logins(request: Request) -> None:
+    """Per address, with the password logins: each login started through an OpenID provider keeps
+    a row until it is answered or expires."""
+    limiter = _limiter(request)
+    if limiter is not None:
+        record_quota(request, await limiter.check("login-ip", client_address(request)))
+
+
 async def limit_registrations(request: Request) -> None:
     limiter = _limiter(request)
     if limiter is not None:

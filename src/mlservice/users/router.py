@@ -23,7 +23,8 @@ Password = Annotated[str, Form()]
 _LOGIN = {
     "tags": ["auth"],
     "dependencies": [Depends(limit_logins)],
-    "responses": {**error_responses(400, 422), **RATE_LIMITED_RESPONSE},
+    # 403 password_login_disabled: MLSERVICE_PASSWORD_LOGIN=false (single sign-on only)
+    "responses": {**error_responses(400, 403, 422), **RATE_LIMITED_RESPONSE},
 }
 
 
@@ -74,7 +75,7 @@ async def cookie_logout(request: Request, user: CurrentUser, components: Compone
     status_code=status.HTTP_201_CREATED,
     tags=["auth"],
     dependencies=[Depends(limit_registrations)],
-    responses={**error_responses(400), **RATE_LIMITED_RESPONSE},
+    responses={**error_responses(400, 403), **RATE_LIMITED_RESPONSE},
 )
 async def register(body: UserCreate, components: ComponentsDep) -> UserRead:
     user = await usecases.register(components.db, components.settings, body)

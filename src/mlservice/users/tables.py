@@ -43,3 +43,34 @@ class AuthSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The OpenID provider the browser signed in through (None: a password): logging out sends the
+    # browser to its end-session endpoint.
+    provider: Mapped[str | None] = mapped_column(String(32))
+
+
+class OidcLink(Base):
+    """An account's identity at an OpenID provider: its ``sub`` there, stable for life, whatever the
+    e-mail address the provider reports later."""
+
+    __tablename__ = "oidc_links"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OidcLogin(Base):
+    """A login sent to a provider and not back yet: what its answer must match (``state``, the
+    ``nonce`` in the ID token) and the PKCE verifier. Deleted when the answer comes, so a state
+    works once."""
+
+    __tablename__ = "oidc_logins"
+
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    nonce: Mapped[str] = mapped_column(String(64))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(2048))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -15,6 +15,7 @@ from mlservice.users.schemas import UserCreate
 from mlservice.users.transports import COOKIE_NAME, clear_session_cookie, set_session_cookie
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import OptionalUser
+from mlservice.web.oidc_pages import end_session_url
 from mlservice.web.render import page, redirect, safe_next
 
 router = APIRouter(include_in_schema=False)
@@ -23,11 +24,20 @@ router = APIRouter(include_in_schema=False)
 CsrfField = Annotated[str | None, Form(alias="csrf_token")]
 
 
+def _ways_in(components: ComponentsDep) -> dict[str, Any]:
+    """What the login and register pages offer: the password forms, the providers' buttons."""
+    return {"password_login": components.settings.password_login, "providers": components.oidc.buttons()}
+
+
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, user: OptionalUser, next: str | None = None) -> Response:
+async def login_page(
+    request: Request, user: OptionalUser, components: ComponentsDep, next: str | None = None
+) -> Response:
     if user is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return page(request, "login.html", user=None, nav="login", next=safe_next(next), email="")
+    return page(
+        request, "login.html", user=None, nav="login", next=safe_next(next), email="", **_ways_in(components)
+    )
 
 
 @router.post("/login", response_class=HTMLResponse, dependencies=[Depends(limit_logins)])
@@ -43,7 +53,7 @@ async def login(
     email = username.strip().lower()
     try:
         token = await usecases.log_in(components, email, password, browser=True)
-    except usecases.BadCredentials:
+    except (usecases.BadCredentials, usecases.PasswordLoginDisabled) as exc:
         return page(
             request,
             "login.html",
@@ -51,8 +61,9 @@ async def login(
             nav="login",
             next=safe_next(next),
             email=email,
-            error="Wrong e-mail or password, or the account is inactive.",
-            status_code=400,
+            error=exc.message,
+            status_code=exc.status_code,
+            **_ways_in(components),
         )
     response = redirect(safe_next(next))
     set_session_cookie(response, token)
@@ -60,10 +71,10 @@ async def login(
 
 
 @router.get("/register", response_class=HTMLResponse)
-async def register_page(request: Request, user: OptionalUser) -> Response:
+async def register_page(request: Request, user: OptionalUser, components: ComponentsDep) -> Response:
     if user is not None:
         return RedirectResponse("/", status_code=303)
-    return page(request, "register.html", user=None, nav="register", email="")
+    return page(request, "register.html", user=None, nav="register", email="", **_ways_in(components))
 
 
 @router.post("/register", response_class=HTMLResponse, dependencies=[Depends(limit_registrations)])
@@ -79,10 +90,20 @@ async def register(
     settings = components.settings
     email = email.strip().lower()
 
-    def again(error: str) -> Response:
+    def again(error: str, status_code: int = 400) -> Response:
         return page(
-            request, "register.html", user=None, nav="register", email=email, error=error, status_code=400
+            request,
+            "register.html",
+            user=None,
+            nav="register",
+            email=email,
+            error=error,
+            status_code=status_code,
+            **_ways_in(components),
         )
+
+    if not settings.password_login:
+        return again("Passwords are turned off here: log in through the identity provider.", 403)
 
     if password != password_again:
         return again("The two passwords differ.")
@@ -97,8 +118,8 @@ async def register(
         user = await usecases.register(components.db, settings, body)
     except usecases.EmailTaken:
         return again("An account with this e-mail address already exists. Log in instead?")
-    except usecases.InvalidPassword as exc:
-        return again(exc.message)
+    except (usecases.InvalidPassword, usecases.PasswordLoginDisabled) as exc:
+        return again(exc.message, exc.status_code)
     token = await usecases.start_browser_session(components, user.id)
     response = redirect(
         "/", notice=f"Welcome! Your account starts with {settings.signup_bonus} free credits."
@@ -109,9 +130,11 @@ async def register(
 
 @router.post("/logout")
 async def logout(request: Request, components: ComponentsDep, csrf: CsrfField = None) -> Response:
-    """End the session on the server, then forget the cookie."""
+    """End the session on the server, then forget the cookie; a session that came from an OpenID
+    provider goes on to its end-session page (which sends the browser back to the login page)."""
     check_csrf(request, csrf)
-    await usecases.log_out(components, request.cookies.get(COOKIE_NAME))
-    response = redirect("/login", notice="You are logged out.")
+    provider = await usecases.log_out(components, request.cookies.get(COOKIE_NAME))
+    at_provider = await end_session_url(request, components, provider)
+    response = redirect(at_provider or "/login", notice="You are logged out.")
     clear_session_cookie(response)
     return response

@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlservice.errors import AppError, describe_error, error_json
-from mlservice.web import admin, auth_pages, pages
+from mlservice.web import admin, auth_pages, oidc_pages, pages
 from mlservice.web.deps import viewer_from_cookie
 from mlservice.web.render import STATIC_DIR, LoginRequired, login_redirect, page
 
@@ -58,6 +58,7 @@ async def error_page(request: Request, status_code: int, message: str) -> Respon
 def install_web(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="web-static")
     app.include_router(auth_pages.router)
+    app.include_router(oidc_pages.router)
     app.include_router(pages.router)
     app.include_router(admin.router)
 
