@@ -11,7 +11,7 @@ from mlservice.orm import Base
 from mlservice.storage.tables import FileBlob
 from mlservice.uploads.tables import UploadedFile
 from mlservice.users.tables import User
-from mlservice.wallet.tables import Hold, LedgerEntry, Wallet
+from mlservice.wallet.tables import CreditGrant, GrantPosting, Hold, LedgerEntry, Wallet
 from mlservice.webhooks.tables import WebhookDelivery, WebhookSecret
 
 metadata = Base.metadata
@@ -19,8 +19,10 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "CatalogModel",
+    "CreditGrant",
     "FaceEntry",
     "FileBlob",
+    "GrantPosting",
     "Hold",
     "IdempotencyKey",
     "Job",

@@ -9,16 +9,17 @@ from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep
 from mlservice.errors import error_responses
 from mlservice.users.auth import CurrentUser
 from mlservice.wallet import service, usecases
-from mlservice.wallet.schemas import EntryPage, EntryRead, RefillRequest, RefillResponse, WalletRead
+from mlservice.wallet.schemas import EntryPage, EntryRead, RefillRequest, RefillResponse, WalletDetail
 
 router = APIRouter(prefix="/wallet", tags=["wallet"], responses=error_responses(401))
 
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-@router.get("", response_model=WalletRead)
-async def read_wallet(user: CurrentUser, session: SessionDep) -> WalletRead:
-    return WalletRead.model_validate(await service.get_wallet(session, user.id))
+@router.get("", response_model=WalletDetail)
+async def read_wallet(user: CurrentUser, components: ComponentsDep) -> WalletDetail:
+    """The totals (balance, held, available), credits by kind, what expires soon, and the grants."""
+    return await usecases.wallet_detail(components, user.id)
 
 
 @router.post("/refill", response_model=RefillResponse, responses=error_responses(400))

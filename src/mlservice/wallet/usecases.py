@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlservice.idempotency import service as idempotency
-from mlservice.wallet import service
+from mlservice.wallet import breakdown, grants, service
 from mlservice.wallet.errors import InvalidTopUpAmount, RefillLimitExceeded
-from mlservice.wallet.schemas import EntryRead, RefillResponse, WalletRead
+from mlservice.wallet.schemas import EntryRead, GrantRead, RefillResponse, WalletDetail, WalletRead
 
 if TYPE_CHECKING:
     import uuid
@@ -79,9 +79,44 @@ async def adjust_balance(
     wallet is ``wallet_not_found``. The caller has checked that ``admin`` is an administrator.
     """
     async with components.db.session(write=True) as session:
-        entry = await service.adjust(session, user_id, amount, f"{note} (by {admin.email})")
+        entry = await service.adjust(session, user_id, amount, f"{note} (by {admin.email})", by=admin.email)
         wallet = await service.get_wallet(session, user_id)
     return Adjustment(wallet, entry)
+
+
+async def wallet_detail(components: Components, user_id: uuid.UUID) -> WalletDetail:
+    """``GET /api/wallet``'s answer: the totals, credits by kind, what expires soon, the grants.
+
+    A read, unless a grant of the user has expired with free credit still in it and no sweep took
+    it yet: then that is removed first (under the wallet's lock), so available = paid + bonus.
+    """
+    at = grants.now()
+    async with components.db.session() as session:
+        due = await breakdown.has_due(session, user_id, at)
+        if not due:
+            return _detail(await breakdown.breakdown(session, user_id, at))
+    async with components.db.session(write=True) as session:
+        await service.expire(session, await service.lock_wallet(session, user_id), at)
+        return _detail(await breakdown.breakdown(session, user_id, at))
+
+
+def _detail(b: breakdown.Breakdown) -> WalletDetail:
+    return WalletDetail(
+        balance=b.wallet.balance,
+        held=b.wallet.held,
+        available=b.wallet.available,
+        paid=b.paid,
+        bonus=b.bonus,
+        expiring=b.expiring,
+        grants=[GrantRead.model_validate(g) for g in b.grants],
+    )
+
+
+async def expire_grants(components: Components, limit: int = 500) -> int:
+    """The sweep's: remove the free credit of every grant that has expired (up to ``limit``
+    grants); how many credits."""
+    async with components.db.session(write=True) as session:
+        return await service.expire_due(session, grants.now(), limit)
 
 
 async def wallet_of(components: Components, user_id: uuid.UUID) -> Wallet:
