@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlservice.wallet import grants
+from mlservice.wallet import granting, grants
 from mlservice.wallet import service as wallet_service
 from mlservice.wallet.tables import GrantKind
 from tests.conftest import Service
@@ -126,7 +126,7 @@ async def test_expiry_takes_free_credit_only_and_held_credit_when_it_comes_back(
     user_id = await _user_id(service, headers)
     async with service.db.session(write=True) as session:
         # Spent first (priority 10): the job's hold draws on it.
-        await wallet_service.grant(
+        await granting.grant(
             session, user_id, 40, expires_at=clock[0] + timedelta(hours=1), priority=10, note="promo"
         )
     body = (await service.client.get("/api/wallet", headers=headers)).json()
@@ -164,8 +164,8 @@ async def test_free_credit_of_an_expired_grant_is_removed_with_its_own_entry(
     headers = await service.user()
     user_id = await _user_id(service, headers)
     async with service.db.session(write=True) as session:
-        await wallet_service.grant(session, user_id, 25, expires_at=clock[0] + timedelta(days=3))
-        await wallet_service.grant(session, user_id, 5, expires_at=clock[0] + timedelta(days=30))
+        await granting.grant(session, user_id, 25, expires_at=clock[0] + timedelta(days=3))
+        await granting.grant(session, user_id, 5, expires_at=clock[0] + timedelta(days=30))
     body = (await service.client.get("/api/wallet", headers=headers)).json()
     assert (body["available"], body["expiring"]) == (130, 25)
     clock[0] += timedelta(days=4)
@@ -185,7 +185,7 @@ async def test_200_concurrent_submits_against_bonus_and_paid_grants_never_overdr
         user_id = await _user_id(service, headers)
         await service.client.post("/api/wallet/refill", json={"amount": 50}, headers=headers)
         async with service.db.session(write=True) as session:
-            await wallet_service.grant(
+            await granting.grant(
                 session, user_id, 37, expires_at=datetime.now(UTC) + timedelta(days=1), note="promo"
             )
         await _set_price(service, 3)

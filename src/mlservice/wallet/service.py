@@ -36,7 +36,7 @@ async def create_wallet(session: AsyncSession, user_id: uuid.UUID, signup_bonus:
     session.add(wallet)
     await session.flush()
     if signup_bonus > 0:
-        await _credit(
+        await credit(
             session,
             wallet,
             EntryType.signup_bonus,
@@ -108,7 +108,7 @@ def _post(
     return entry
 
 
-async def _credit(
+async def credit(
     session: AsyncSession,
     wallet: Wallet,
     type_: EntryType,
@@ -121,7 +121,7 @@ async def _credit(
     priority: int | None = None,
     created_by: str | None = None,
 ) -> tuple[LedgerEntry, CreditGrant]:
-    """Credits in: a ledger entry and the new grant that holds them."""
+    """Credits in: a ledger entry and the new grant that holds them (the caller holds the lock)."""
     entry = _post(session, wallet, type_, amount=amount, note=note)
     await session.flush()
     grant = await grants.open_grant(
@@ -142,7 +142,7 @@ async def _credit(
 
 async def top_up(session: AsyncSession, user_id: uuid.UUID, amount: int) -> LedgerEntry:
     wallet = await lock_wallet(session, user_id)
-    entry, _ = await _credit(
+    entry, _ = await credit(
         session,
         wallet,
         EntryType.topup,
@@ -152,35 +152,6 @@ async def top_up(session: AsyncSession, user_id: uuid.UUID, amount: int) -> Ledg
         note="Demo payment",
     )
     return entry
-
-
-async def grant(
-    session: AsyncSession,
-    user_id: uuid.UUID,
-    amount: int,
-    *,
-    kind: GrantKind = GrantKind.bonus,
-    source: str = GrantSource.admin,
-    expires_at: datetime | None = None,
-    priority: int | None = None,
-    note: str | None = None,
-    by: str | None = None,
-) -> CreditGrant:
-    """Credits granted (an administrator's bonus, a promotion): an ``adjustment`` entry and a grant."""
-    wallet = await lock_wallet(session, user_id)
-    _, new = await _credit(
-        session,
-        wallet,
-        EntryType.adjustment,
-        amount,
-        kind=kind,
-        source=source,
-        note=note,
-        expires_at=expires_at,
-        priority=priority,
-        created_by=by,
-    )
-    return new
 
 
 async def adjust(
@@ -201,7 +172,7 @@ async def adjust(
             available=wallet.available,
         )
     if amount > 0:
-        entry, _ = await _credit(
+        entry, _ = await credit(
             session,
             wallet,
             EntryType.adjustment,
@@ -413,6 +384,12 @@ async def refund(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
     connection = await session.connection()
     charged = [(g, -a) for g, a, _ in await grants.held_by_job(connection, job_id) if a < 0]
     await grants.post(connection, entry_id, [grants.Move(g, n, 0) for g, n in charged], job_id)
+    before_grants = amount - sum(n for _, n in charged)
+    if before_grants > 0:
+        # Charged before grants existed (migration 0013): given back as a paid grant of its own.
+        await grants.open_grant(
+            session, user_id, entry_id, kind=GrantKind.paid, source=GrantSource.migrated, amount=before_grants
+        )
     if charged:
         await _expire_returned(session, user_id, [g for g, _ in charged])
     return Resolved(hold_id, user_id, amount, balance, held)
