@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import BigInteger, Boolean, Table, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mlservice.types import utcnow
@@ -214,3 +214,44 @@ def active(grant: Any, at: datetime) -> bool:
 
 def unexpired_filter(at: Any) -> Any:
     return or_(_grants.c.expires_at.is_(None), _grants.c.expires_at > at)
+
+
+# PostgreSQL: a hold's capture or release after its wallet moved (so the wallet is locked): the
+# entry, one posting per grant it drew on, and those grants' totals, in one statement; it returns
+# the grants as they are after it (a release's caller expires what came back to an expired one).
+_SETTLE_PG = text(
+    """
+WITH entry AS (
+    INSERT INTO ledger_entries
+        (user_id, type, amount, held_delta, balance_after, held_after, job_id, note, created_at)
+    VALUES (:user_id, :type, :amount, :held_delta, :balance_after, :held_after, :job_id, NULL, :created_at)
+    RETURNING id
+), drawn AS (
+    SELECT grant_id, CAST(sum(held_delta) AS bigint) AS held
+    FROM grant_postings WHERE job_id = :job_id
+    GROUP BY grant_id HAVING sum(held_delta) > 0
+), moved AS (
+    UPDATE credit_grants
+    SET remaining = credit_grants.remaining - CASE WHEN :captured THEN drawn.held ELSE 0 END,
+        held = credit_grants.held - drawn.held
+    FROM drawn WHERE credit_grants.id = drawn.grant_id
+    RETURNING credit_grants.id, credit_grants.expires_at, credit_grants.remaining, credit_grants.held
+), posted AS (
+    INSERT INTO grant_postings (entry_id, grant_id, job_id, amount, held_delta)
+    SELECT entry.id, drawn.grant_id, :job_id, CASE WHEN :captured THEN -drawn.held ELSE 0 END, -drawn.held
+    FROM entry, drawn
+)
+SELECT id, expires_at, remaining, held FROM moved
+"""
+).bindparams(
+    bindparam("job_id", type_=_postings.c.job_id.type),
+    bindparam("user_id", type_=_ledger.c.user_id.type),
+    bindparam("created_at", type_=_ledger.c.created_at.type),
+    bindparam("captured", type_=Boolean()),
+)
+
+
+async def settle_pg(connection: AsyncConnection, entry: dict[str, Any], captured: bool) -> Sequence[Any]:
+    """PostgreSQL: write ``entry`` (a capture or release of the hold of ``entry["job_id"]``) with
+    its postings; the grants it moved, as they are now."""
+    return (await connection.execute(_SETTLE_PG, {**entry, "captured": captured})).all()

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,7 +77,7 @@ async def lock_wallets(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> 
         await session.execute(_LOCK_WALLETS, {"user_ids": sorted(set(user_ids))})
 
 
-def _post(
+def post_entry(
     session: AsyncSession,
     wallet: Wallet,
     type_: EntryType,
@@ -122,7 +122,7 @@ async def credit(
     created_by: str | None = None,
 ) -> tuple[LedgerEntry, CreditGrant]:
     """Credits in: a ledger entry and the new grant that holds them (the caller holds the lock)."""
-    entry = _post(session, wallet, type_, amount=amount, note=note)
+    entry = post_entry(session, wallet, type_, amount=amount, note=note)
     await session.flush()
     grant = await grants.open_grant(
         session,
@@ -185,7 +185,7 @@ async def adjust(
         return entry
     connection = await session.connection()
     draws = grants.plan(await grants.live(connection, user_id), -amount, at)
-    entry = _post(session, wallet, EntryType.adjustment, amount=amount, note=note)
+    entry = post_entry(session, wallet, EntryType.adjustment, amount=amount, note=note)
     await session.flush()
     await grants.post(connection, entry.id, [grants.Move(g, -n, 0) for g, n in draws], None)
     return entry
@@ -205,7 +205,7 @@ async def _expire(session: AsyncSession, wallet: Wallet, due: Sequence[tuple[int
         return 0
     connection = await session.connection()
     for grant_id, free in due:
-        entry = _post(session, wallet, EntryType.expiry, amount=-free, note=f"Grant {grant_id} expired")
+        entry = post_entry(session, wallet, EntryType.expiry, amount=-free, note=f"Grant {grant_id} expired")
         await session.flush()
         await grants.post(connection, entry.id, [grants.Move(grant_id, -free, 0)], None)
     return sum(free for _, free in due)
@@ -237,7 +237,7 @@ async def place_hold(session: AsyncSession, wallet: Wallet, job_id: uuid.UUID, a
         )
     hold = Hold(user_id=wallet.user_id, job_id=job_id, amount=amount, status=HoldStatus.open)
     session.add(hold)
-    entry = _post(session, wallet, EntryType.hold, held_delta=amount, job_id=job_id)
+    entry = post_entry(session, wallet, EntryType.hold, held_delta=amount, job_id=job_id)
     await session.flush()
     await grants.post(connection, entry.id, [grants.Move(g, 0, n) for g, n in draws], job_id)
     return hold
@@ -306,13 +306,21 @@ async def _resolve(session: AsyncSession, job_id: uuid.UUID, to: HoldStatus) -> 
         )
     ).one()
     entry_type = EntryType.capture if captured else EntryType.release
-    entry_id = await _entry(session, user_id, entry_type, amount_delta, -amount, balance, held, job_id, now)
     connection = await session.connection()
-    drawn = [(g, h) for g, _, h in await grants.held_by_job(connection, job_id) if h > 0]
-    moves = [grants.Move(g, -h if captured else 0, -h) for g, h in drawn]
-    await grants.post(connection, entry_id, moves, job_id)
-    if not captured and drawn:
-        await _expire_returned(session, user_id, [g for g, _ in drawn])
+    if connection.dialect.name == "postgresql":
+        # The entry, its postings and the grants' totals in one statement (see grants.settle_pg).
+        entry = _entry_row(user_id, entry_type, amount_delta, -amount, balance, held, job_id, now)
+        moved = await grants.settle_pg(connection, entry, captured)
+    else:
+        entry_id = await _entry(
+            session, user_id, entry_type, amount_delta, -amount, balance, held, job_id, now
+        )
+        drawn = [(g, h) for g, _, h in await grants.held_by_job(connection, job_id) if h > 0]
+        moves = [grants.Move(g, -h if captured else 0, -h) for g, h in drawn]
+        await grants.post(connection, entry_id, moves, job_id)
+        moved = (await session.execute(_GRANTS_OF, {"ids": [g for g, _ in drawn]})).all() if drawn else []
+    if not captured:
+        await _expire_returned(session, user_id, moved)
     return Resolved(hold_id, user_id, amount, balance, held)
 
 
@@ -322,8 +330,7 @@ _GRANTS_OF = select(
 ).where(_grants.c.id.in_(bindparam("ids", expanding=True)))
 
 
-async def _entry(
-    session: AsyncSession,
+def _entry_row(
     user_id: uuid.UUID,
     type_: EntryType,
     amount: int,
@@ -332,30 +339,28 @@ async def _entry(
     held: int,
     job_id: uuid.UUID | None,
     now: datetime,
-) -> int:
-    row = await session.execute(
-        _ENTRY_ID,
-        {
-            "user_id": user_id,
-            "type": type_,
-            "amount": amount,
-            "held_delta": held_delta,
-            "balance_after": balance,
-            "held_after": held,
-            "job_id": job_id,
-            "note": None,
-            "created_at": now,
-        },
-    )
-    return int(row.scalar_one())
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "type": type_,
+        "amount": amount,
+        "held_delta": held_delta,
+        "balance_after": balance,
+        "held_after": held,
+        "job_id": job_id,
+        "note": None,
+        "created_at": now,
+    }
 
 
-async def _expire_returned(session: AsyncSession, user_id: uuid.UUID, grant_ids: list[int]) -> None:
-    """Expire at once what a release or refund gave back to grants that have expired (the wallet
-    is locked: the caller moved it)."""
-    at = grants.now()
-    rows = (await session.execute(_GRANTS_OF, {"ids": grant_ids})).all()
-    due = grants.free_expired(rows, at)
+async def _entry(session: AsyncSession, *row: Any) -> int:
+    return int((await session.execute(_ENTRY_ID, _entry_row(*row))).scalar_one())
+
+
+async def _expire_returned(session: AsyncSession, user_id: uuid.UUID, moved: Sequence[Any]) -> None:
+    """Expire at once what a release or refund gave back to grants that have expired (``moved``:
+    those grants as they are now; the wallet is locked: the caller moved it)."""
+    due = grants.free_expired(moved, grants.now())
     if due:
         await _expire(session, await lock_wallet(session, user_id), due)
 
@@ -391,7 +396,8 @@ async def refund(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
             session, user_id, entry_id, kind=GrantKind.paid, source=GrantSource.migrated, amount=before_grants
         )
     if charged:
-        await _expire_returned(session, user_id, [g for g, _ in charged])
+        ids = [g for g, _ in charged]
+        await _expire_returned(session, user_id, (await session.execute(_GRANTS_OF, {"ids": ids})).all())
     return Resolved(hold_id, user_id, amount, balance, held)
 
 
