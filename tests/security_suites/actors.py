@@ -17,6 +17,7 @@ from mlservice.faces.tables import FaceEntry
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.tables import Job
 from mlservice.users.tables import User
+from mlservice.wallet import granting
 from mlservice.wallet.tables import LedgerEntry, Wallet
 from tests.conftest import PASSWORD, Service
 from tests.fixtures.predictors import FileEcho
@@ -83,6 +84,8 @@ async def owned_objects(service: Service, owner: Account, *, settled: bool) -> O
         entry_id = await session.scalar(
             select(func.max(LedgerEntry.id)).where(LedgerEntry.user_id == owner.id)
         )
+        # An unspent grant (spent last: priority 100), which an administrator may void.
+        grant_id = (await granting.grant(session, owner.id, 1, priority=100, note="owned")).id
     r = await service.client.post("/api/keys", json={"name": secret}, headers=owner.headers)
     assert r.status_code == 201, r.text
     api_key = r.json()
@@ -93,6 +96,7 @@ async def owned_objects(service: Service, owner: Account, *, settled: bool) -> O
         "face_id": str(face.id),
         "user_id": str(owner.id),
         "entry_id": str(entry_id),
+        "grant_id": str(grant_id),
         "slug": "test-echo",
     }
     return Owned(values, [secret, owner.email, api_key["key"]])

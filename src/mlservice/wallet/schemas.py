@@ -26,6 +26,10 @@ class GrantRead(BaseModel):
     remaining: int = Field(description="Credits left, held ones included")
     held: int = Field(description="Credits of it reserved by unfinished jobs")
     created_at: datetime
+    note: str | None = Field(default=None, description="Why it was granted")
+    created_by: str | None = Field(default=None, description="The administrator who granted it")
+    closed_at: datetime | None = Field(default=None, description="When it expired or was voided")
+    voided_by: str | None = Field(default=None, description="The administrator who voided it")
 
 
 class WalletDetail(WalletRead):

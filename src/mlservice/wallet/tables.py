@@ -21,6 +21,8 @@ class EntryType(enum.StrEnum):
     adjustment = "adjustment"
     # What was left of a grant when it expired (or was voided), taken off the balance.
     expiry = "expiry"
+    # An unspent grant taken back by an administrator.
+    void = "void"
 
 
 class HoldStatus(enum.StrEnum):

@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlservice.idempotency import service as idempotency
-from mlservice.wallet import breakdown, grants, service
+from mlservice.wallet import breakdown, granting, grants, service
 from mlservice.wallet.errors import InvalidTopUpAmount, RefillLimitExceeded
 from mlservice.wallet.schemas import EntryRead, GrantRead, RefillResponse, WalletDetail, WalletRead
 
 if TYPE_CHECKING:
     import uuid
+    from datetime import datetime
 
     from mlservice.components import Components
     from mlservice.idempotency.service import Outcome
     from mlservice.users.principals import Principal
-    from mlservice.wallet.tables import LedgerEntry, Wallet
+    from mlservice.wallet.tables import CreditGrant, LedgerEntry, Wallet
 
 # One scope and one fingerprint for every surface: a key a client sent to ``POST
 # /api/wallet/refill`` and then again from a web form (or the bot) is the same top-up.
@@ -117,6 +118,43 @@ async def expire_grants(components: Components, limit: int = 500) -> int:
     grants); how many credits."""
     async with components.db.session(write=True) as session:
         return await service.expire_due(session, grants.now(), limit)
+
+
+async def grant_credits(
+    components: Components,
+    admin: Principal,
+    user_id: uuid.UUID | None,
+    amount: int,
+    note: str,
+    *,
+    expires_at: datetime | None = None,
+    priority: int | None = None,
+) -> list[CreditGrant]:
+    """Bonus credits from an administrator, to one user (``user_id``) or to every active account
+    (None), with an optional expiry and priority; each grant keeps who made it. The caller has
+    checked that ``admin`` is an administrator."""
+    by = admin.email
+    async with components.db.session(write=True) as session:
+        if user_id is None:
+            return await granting.grant_to_everyone(
+                session, amount, expires_at=expires_at, priority=priority, note=note, by=by
+            )
+        one = await granting.grant(
+            session,
+            user_id,
+            amount,
+            expires_at=expires_at,
+            priority=priority,
+            note=f"{note} (by {by})",
+            by=by,
+        )
+        return [one]
+
+
+async def void_grant(components: Components, admin: Principal, grant_id: int) -> CreditGrant:
+    """Take back an unspent grant (``grant_not_voidable`` once any of it was spent or is held)."""
+    async with components.db.session(write=True) as session:
+        return await granting.void(session, grant_id, admin.email)
 
 
 async def wallet_of(components: Components, user_id: uuid.UUID) -> Wallet:
