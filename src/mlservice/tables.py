@@ -11,7 +11,15 @@ from mlservice.orm import Base
 from mlservice.storage.tables import FileBlob
 from mlservice.uploads.tables import UploadedFile
 from mlservice.users.tables import User
-from mlservice.wallet.tables import CreditGrant, GrantPosting, Hold, LedgerEntry, Wallet
+from mlservice.wallet.tables import (
+    CreditGrant,
+    GrantPosting,
+    Hold,
+    LedgerEntry,
+    PromoCode,
+    PromoRedemption,
+    Wallet,
+)
 from mlservice.webhooks.tables import WebhookDelivery, WebhookSecret
 
 metadata = Base.metadata
@@ -28,6 +36,8 @@ __all__ = [
     "Job",
     "LedgerEntry",
     "PredictionRequest",
+    "PromoCode",
+    "PromoRedemption",
     "TelegramLink",
     "TelegramLinkCode",
     "UploadedFile",

@@ -141,6 +141,10 @@ BODIES: dict[str, BodyFactory] = {
     "POST /api/auth/jwt/login": lambda a: {"data": {"username": a.email, "password": PASSWORD}},
     "POST /api/auth/cookie/login": lambda a: {"data": {"username": a.email, "password": PASSWORD}},
     "POST /api/wallet/refill": lambda a: {"json": {"amount": 5}},
+    # Each probe its own code: a code is redeemed once per user.
+    "POST /api/admin/promo-codes": lambda a: {
+        "json": {"code": f"P{uuid.uuid4().hex[:12]}", "amount": 1, "max_uses": 1}
+    },
     "POST /api/jobs": lambda a: {"data": {"model": "test-echo", "text": "probe"}},
     "PATCH /api/admin/models/{slug}": lambda a: {"json": {"price": 3}},
     "POST /api/admin/users/{user_id}/adjustments": lambda a: {"json": {"amount": 1, "note": "probe"}},

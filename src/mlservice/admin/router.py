@@ -15,6 +15,8 @@ from mlservice.admin.schemas import (
     AdjustmentResponse,
     GrantRequest,
     GrantsMade,
+    PromoCodeRead,
+    PromoCodeRequest,
 )
 from mlservice.deps import ComponentsDep, IsoDateTime, OffsetQuery, SessionDep, SettingsDep
 from mlservice.errors import error_responses
@@ -126,6 +128,24 @@ async def void_grant(
 ) -> GrantRead:
     """Take back a grant none of which was spent or is held; it keeps who voided it."""
     return GrantRead.model_validate(await wallet.void_grant(components, admin, grant_id))
+
+
+@router.post("/promo-codes", response_model=PromoCodeRead, status_code=201, responses=error_responses(409))
+async def create_promo_code(
+    body: PromoCodeRequest, admin: AdminUser, components: ComponentsDep
+) -> PromoCodeRead:
+    """A promotion code users redeem for bonus credits: total uses, one per user, an expiry."""
+    made = await wallet.create_promo_code(
+        components,
+        admin,
+        body.code,
+        body.amount,
+        body.max_uses,
+        redeem_until=body.redeem_until,
+        grant_days=body.grant_days,
+        priority=body.priority,
+    )
+    return PromoCodeRead.model_validate(made)
 
 
 @router.get("/history", response_model=HistoryPage)

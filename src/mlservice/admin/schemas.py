@@ -48,6 +48,34 @@ class GrantsMade(BaseModel):
     grants: list[GrantRead]
 
 
+class PromoCodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(
+        min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Letters, digits, - _"
+    )
+    amount: int = Field(ge=1, le=MAX_ADJUSTMENT, description="Bonus credits each redemption grants")
+    max_uses: int = Field(ge=1, le=MAX_ADJUSTMENT, description="Redemptions in all (one per user)")
+    redeem_until: AwareDatetime | None = Field(default=None, description="The code's own expiry")
+    grant_days: int | None = Field(default=None, ge=1, le=3650, description="Each grant expires after this")
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=100)
+
+
+class PromoCodeRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    code: str
+    amount: int
+    max_uses: int
+    uses: int
+    redeem_until: datetime | None
+    grant_days: int | None
+    priority: int
+    created_by: str | None
+    created_at: datetime
+
+
 class AdjustmentResponse(BaseModel):
     wallet: WalletRead
     entry: EntryRead

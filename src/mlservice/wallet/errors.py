@@ -43,3 +43,25 @@ class GrantNotVoidable(AppError):
 
     status_code = 409
     code = "grant_not_voidable"
+
+
+class PromoCodeNotFound(AppError):
+    status_code = 404
+    code = "promo_code_not_found"
+
+
+class PromoCodeUnavailable(AppError):
+    """The code expired or all its uses are taken."""
+
+    status_code = 409
+    code = "promo_code_unavailable"
+
+
+class PromoCodeAlreadyRedeemed(AppError):
+    status_code = 409
+    code = "promo_code_already_redeemed"
+
+
+class PromoCodeTaken(AppError):
+    status_code = 409
+    code = "promo_code_taken"

@@ -26,12 +26,12 @@ async def grant(
     note: str | None = None,
     by: str | None = None,
 ) -> CreditGrant:
-    """Credits granted (an administrator's bonus, a promotion): an ``adjustment`` entry and a grant."""
+    """Credits granted (an administrator's bonus, a promotion): a ``grant`` entry and the grant."""
     wallet = await service.lock_wallet(session, user_id)
     _, new = await service.credit(
         session,
         wallet,
-        EntryType.adjustment,
+        EntryType.grant,
         amount,
         kind=kind,
         source=source,

@@ -69,3 +69,14 @@ class RefillRequest(BaseModel):
 class RefillResponse(BaseModel):
     wallet: WalletRead
     entry: EntryRead
+
+
+class RedeemRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=64, description="A promotion code")
+
+
+class RedeemResponse(BaseModel):
+    wallet: WalletRead
+    grant: GrantRead

@@ -4,7 +4,16 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Uuid, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlservice.orm import Base, BigIntPK
@@ -23,6 +32,8 @@ class EntryType(enum.StrEnum):
     expiry = "expiry"
     # An unspent grant taken back by an administrator.
     void = "void"
+    # Bonus credits granted by an administrator or a promotion code (a correction is an adjustment).
+    grant = "grant"
 
 
 class HoldStatus(enum.StrEnum):
@@ -179,3 +190,39 @@ class GrantPosting(Base):
     )
     amount: Mapped[int] = mapped_column(BigInteger)
     held_delta: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PromoCode(Base):
+    """A code users redeem for a bonus grant: at most ``max_uses`` times in all, once per user,
+    until ``redeem_until``; each grant expires ``grant_days`` after its redemption (if set)."""
+
+    __tablename__ = "promo_codes"
+    __table_args__ = (CheckConstraint("uses <= max_uses", name="uses_within_max"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    max_uses: Mapped[int] = mapped_column(BigInteger)
+    uses: Mapped[int] = mapped_column(BigInteger, default=0)
+    redeem_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    grant_days: Mapped[int | None] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=DEFAULT_PRIORITY)
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PromoRedemption(Base):
+    """One user's redemption of one code (unique: once per user), with the grant it made."""
+
+    __tablename__ = "promo_redemptions"
+    __table_args__ = (Index("ix_promo_redemptions_one_per_user", "code_id", "user_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    code_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("promo_codes.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    grant_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("credit_grants.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

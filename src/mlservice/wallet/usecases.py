@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlservice.idempotency import service as idempotency
-from mlservice.wallet import breakdown, granting, grants, service
+from mlservice.wallet import breakdown, granting, grants, promotions, service
 from mlservice.wallet.errors import InvalidTopUpAmount, RefillLimitExceeded
 from mlservice.wallet.schemas import EntryRead, GrantRead, RefillResponse, WalletDetail, WalletRead
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mlservice.components import Components
     from mlservice.idempotency.service import Outcome
     from mlservice.users.principals import Principal
-    from mlservice.wallet.tables import CreditGrant, LedgerEntry, Wallet
+    from mlservice.wallet.tables import CreditGrant, LedgerEntry, PromoCode, Wallet
 
 # One scope and one fingerprint for every surface: a key a client sent to ``POST
 # /api/wallet/refill`` and then again from a web form (or the bot) is the same top-up.
@@ -155,6 +155,40 @@ async def void_grant(components: Components, admin: Principal, grant_id: int) ->
     """Take back an unspent grant (``grant_not_voidable`` once any of it was spent or is held)."""
     async with components.db.session(write=True) as session:
         return await granting.void(session, grant_id, admin.email)
+
+
+async def create_promo_code(
+    components: Components,
+    admin: Principal,
+    code: str,
+    amount: int,
+    max_uses: int,
+    *,
+    redeem_until: datetime | None,
+    grant_days: int | None,
+    priority: int,
+) -> PromoCode:
+    """A promotion code (``promo_code_taken`` if its text exists); it keeps who made it."""
+    async with components.db.session(write=True) as session:
+        return await promotions.create(
+            session,
+            code,
+            amount,
+            max_uses,
+            redeem_until=redeem_until,
+            grant_days=grant_days,
+            priority=priority,
+            by=admin.email,
+        )
+
+
+async def redeem_promo_code(
+    components: Components, user_id: uuid.UUID, code: str
+) -> tuple[Wallet, CreditGrant]:
+    """The user redeems ``code``: its bonus grant and the wallet after it."""
+    async with components.db.session(write=True) as session:
+        made = await promotions.redeem(session, user_id, code)
+        return await service.get_wallet(session, user_id), made
 
 
 async def wallet_of(components: Components, user_id: uuid.UUID) -> Wallet:

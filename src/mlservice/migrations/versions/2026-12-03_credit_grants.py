@@ -97,6 +97,49 @@ def upgrade() -> None:
     op.create_index(op.f("ix_grant_postings_entry_id"), "grant_postings", ["entry_id"], unique=False)
     op.create_index(op.f("ix_grant_postings_grant_id"), "grant_postings", ["grant_id"], unique=False)
     op.create_index(op.f("ix_grant_postings_job_id"), "grant_postings", ["job_id"], unique=False)
+    op.create_table(
+        "promo_codes",
+        sa.Column("id", ID, autoincrement=True, nullable=False),
+        sa.Column("code", sa.String(length=64), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("max_uses", sa.BigInteger(), nullable=False),
+        sa.Column("uses", sa.BigInteger(), nullable=False),
+        sa.Column("redeem_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("grant_days", sa.Integer(), nullable=True),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("created_by", sa.String(length=320), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("uses <= max_uses", name=op.f("ck_promo_codes_uses_within_max")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promo_codes")),
+        sa.UniqueConstraint("code", name=op.f("uq_promo_codes_code")),
+    )
+    op.create_table(
+        "promo_redemptions",
+        sa.Column("id", ID, autoincrement=True, nullable=False),
+        sa.Column("code_id", ID, nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("grant_id", ID, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["code_id"],
+            ["promo_codes.id"],
+            name=op.f("fk_promo_redemptions_code_id_promo_codes"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["grant_id"],
+            ["credit_grants.id"],
+            name=op.f("fk_promo_redemptions_grant_id_credit_grants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_promo_redemptions_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promo_redemptions")),
+    )
+    op.create_index(
+        "ix_promo_redemptions_one_per_user", "promo_redemptions", ["code_id", "user_id"], unique=True
+    )
     _split_wallets()
 
 
@@ -176,6 +219,8 @@ def _split_wallets() -> None:
 
 def downgrade() -> None:
     # The wallets, entries and holds were never changed: dropping the grants loses no credit.
+    op.drop_table("promo_redemptions")
+    op.drop_table("promo_codes")
     op.drop_index(op.f("ix_grant_postings_job_id"), table_name="grant_postings")
     op.drop_index(op.f("ix_grant_postings_grant_id"), table_name="grant_postings")
     op.drop_index(op.f("ix_grant_postings_entry_id"), table_name="grant_postings")
