@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, empty_database
+from tests.fixtures.api import totals
 from tests.fixtures.live_server import running_server
 
 CAT_CLASS_IDS = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -52,7 +53,7 @@ async def test_user_flow(server: str, chelsea_jpeg: bytes) -> None:
         assert (await http.get("/api/users/me", headers=user)).json()["email"] == "user@example.com"
 
         # 2. the signup bonus; 3. a top-up and the history
-        assert (await http.get("/api/wallet", headers=user)).json() == {
+        assert totals((await http.get("/api/wallet", headers=user)).json()) == {
             "balance": 100,
             "held": 0,
             "available": 100,
@@ -93,7 +94,7 @@ async def test_user_flow(server: str, chelsea_jpeg: bytes) -> None:
         assert predictions[0]["class_id"] in CAT_CLASS_IDS, predictions
         assert "cat" in predictions[0]["label"].lower()
         assert seen <= {"queued", "running", "succeeded"}
-        assert (await http.get("/api/wallet", headers=user)).json() == {
+        assert totals((await http.get("/api/wallet", headers=user)).json()) == {
             "balance": 150 - price,
             "held": 0,
             "available": 150 - price,

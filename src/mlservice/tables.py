@@ -11,7 +11,15 @@ from mlservice.orm import Base
 from mlservice.storage.tables import FileBlob
 from mlservice.uploads.tables import UploadedFile
 from mlservice.users.tables import User
-from mlservice.wallet.tables import Hold, LedgerEntry, Wallet
+from mlservice.wallet.tables import (
+    CreditGrant,
+    GrantPosting,
+    Hold,
+    LedgerEntry,
+    PromoCode,
+    PromoRedemption,
+    Wallet,
+)
 from mlservice.webhooks.tables import WebhookDelivery, WebhookSecret
 
 metadata = Base.metadata
@@ -19,13 +27,17 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "CatalogModel",
+    "CreditGrant",
     "FaceEntry",
     "FileBlob",
+    "GrantPosting",
     "Hold",
     "IdempotencyKey",
     "Job",
     "LedgerEntry",
     "PredictionRequest",
+    "PromoCode",
+    "PromoRedemption",
     "TelegramLink",
     "TelegramLinkCode",
     "UploadedFile",

@@ -9,6 +9,7 @@ from PIL import Image
 
 from mlservice.jobs.tables import Job, JobStatus
 from tests.conftest import Service, wait_for_job
+from tests.fixtures.api import totals
 from tests.fixtures.history import add_request, add_submitted, user_id
 
 TOKEN = "admin-token-" + "y" * 32
@@ -81,7 +82,7 @@ async def test_accepted_and_refused_requests_are_recorded(service: Service) -> N
     assert first["job"]["queue_ms"] == (started - created) / timedelta(milliseconds=1)
     assert first["job"]["error"] is None
     # Refusals cost nothing: only the accepted job was charged.
-    wallet = (await service.client.get("/api/wallet", headers=user)).json()
+    wallet = totals((await service.client.get("/api/wallet", headers=user)).json())
     assert wallet == {"balance": 97, "held": 0, "available": 97}
 
 
@@ -253,7 +254,7 @@ async def test_delete_needs_an_admin_and_the_admin_token(service_factory: Any) -
                 assert await session.get(Job, job_id) is not None
         listed = (await service.client.get("/api/jobs", headers=user)).json()
         assert listed["total"] == 5
-        wallet = (await service.client.get("/api/wallet", headers=user)).json()
+        wallet = totals((await service.client.get("/api/wallet", headers=user)).json())
         assert wallet == {"balance": 100, "held": 3, "available": 97}
 
 

@@ -4,6 +4,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import PASSWORD, Service
+from tests.fixtures.api import totals
 from tests.fixtures.history import user_id
 
 
@@ -129,5 +130,5 @@ async def test_adjustments_never_take_available_credits_below_zero(service_facto
         assert r.json()["wallet"] == {"balance": 3, "held": 3, "available": 0}
         r = await service.client.post(path, json={"amount": -1, "note": "one more"}, headers=admin)
         assert r.status_code == 409
-        wallet = (await service.client.get("/api/wallet", headers=user)).json()
+        wallet = totals((await service.client.get("/api/wallet", headers=user)).json())
         assert wallet == {"balance": 3, "held": 3, "available": 0}

@@ -17,6 +17,7 @@ from mlservice.faces.tables import FaceEntry
 from mlservice.jobs.executor import JobExecutor
 from mlservice.jobs.tables import Job
 from mlservice.users.tables import User
+from mlservice.wallet import granting
 from mlservice.wallet.tables import LedgerEntry, Wallet
 from tests.conftest import PASSWORD, Service
 from tests.fixtures.predictors import FileEcho
@@ -83,6 +84,8 @@ async def owned_objects(service: Service, owner: Account, *, settled: bool) -> O
         entry_id = await session.scalar(
             select(func.max(LedgerEntry.id)).where(LedgerEntry.user_id == owner.id)
         )
+        # An unspent grant (spent last: priority 100), which an administrator may void.
+        grant_id = (await granting.grant(session, owner.id, 1, priority=100, note="owned")).id
     r = await service.client.post("/api/keys", json={"name": secret}, headers=owner.headers)
     assert r.status_code == 201, r.text
     api_key = r.json()
@@ -93,6 +96,7 @@ async def owned_objects(service: Service, owner: Account, *, settled: bool) -> O
         "face_id": str(face.id),
         "user_id": str(owner.id),
         "entry_id": str(entry_id),
+        "grant_id": str(grant_id),
         "slug": "test-echo",
     }
     return Owned(values, [secret, owner.email, api_key["key"]])
@@ -137,6 +141,10 @@ BODIES: dict[str, BodyFactory] = {
     "POST /api/auth/jwt/login": lambda a: {"data": {"username": a.email, "password": PASSWORD}},
     "POST /api/auth/cookie/login": lambda a: {"data": {"username": a.email, "password": PASSWORD}},
     "POST /api/wallet/refill": lambda a: {"json": {"amount": 5}},
+    # Each probe its own code: a code is redeemed once per user.
+    "POST /api/admin/promo-codes": lambda a: {
+        "json": {"code": f"P{uuid.uuid4().hex[:12]}", "amount": 1, "max_uses": 1}
+    },
     "POST /api/jobs": lambda a: {"data": {"model": "test-echo", "text": "probe"}},
     "PATCH /api/admin/models/{slug}": lambda a: {"json": {"price": 3}},
     "POST /api/admin/users/{user_id}/adjustments": lambda a: {"json": {"amount": 1, "note": "probe"}},

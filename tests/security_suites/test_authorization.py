@@ -53,7 +53,7 @@ KNOWN_ID_ROUTES = frozenset(
     }
 )
 # Path parameters ``owned_objects`` fills with a real object of the owner.
-KNOWN_PARAMS = frozenset({"job_id", "name", "face_id", "user_id", "entry_id", "slug", "key_id"})
+KNOWN_PARAMS = frozenset({"job_id", "name", "face_id", "user_id", "entry_id", "slug", "key_id", "grant_id"})
 
 ROLES = ("anonymous", "other", "admin", "owner")
 

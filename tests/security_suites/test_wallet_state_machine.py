@@ -3,6 +3,12 @@ by hand: top-ups, submissions with and without Idempotency-Key and their replays
 succeed, fail, are canceled or lose their lease to the sweeper, stale workers that report late,
 price changes, and administrators' adjustments. After every step the ledger must explain the
 wallet to the credit, and every hold must be resolved exactly once when its job ends.
+
+With credit grants: bonus grants with an expiry and a priority, a clock of expiry the machine moves
+(and the sweep that follows it), holds that span grants, refunds, and bursts of concurrent
+submits. The machine keeps its own model of every grant (remaining, held) and of each job's draws;
+after every step each grant's remainder and the wallet's totals must equal the entries (and the
+model), nothing is overdrawn, and expiry has never touched held credit.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -39,8 +45,20 @@ from mlservice.predictors.base import PredictOutput
 from mlservice.settings import Settings
 from mlservice.types import utcnow
 from mlservice.users.usecases import create_admin
-from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
+from mlservice.wallet import granting, grants
+from mlservice.wallet import service as wallet_service
+from mlservice.wallet.tables import (
+    CreditGrant,
+    EntryType,
+    GrantPosting,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    Wallet,
+)
 from tests.conftest import PASSWORD, Service, empty_database
+from tests.fixtures.api import totals
+from tests.fixtures.grants import check_grants
 from tests.fixtures.predictors import EchoText
 
 log = logging.getLogger(__name__)
@@ -57,9 +75,30 @@ class Status(enum.StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     canceled = "canceled"
+    refunded = "refunded"  # succeeded, then its charge given back
 
 
-TERMINAL = {Status.succeeded, Status.failed, Status.canceled}
+TERMINAL = {Status.succeeded, Status.failed, Status.canceled, Status.refunded}
+
+
+@dataclass
+class ModelGrant:
+    """A grant as the machine predicts it."""
+
+    id: int  # the database's (ids grow with creation, as the model's list does)
+    kind: str
+    priority: int = 50
+    expires_at: datetime | None = None
+    remaining: int = 0
+    held: int = 0
+
+    def expired(self, at: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= at
+
+
+def spending_order(g: ModelGrant) -> tuple[Any, ...]:
+    # Written apart from the service's: lower priority first, earliest expiry (none last), bonus first.
+    return (g.priority, g.expires_at is None, g.expires_at or datetime.min, g.kind != "bonus", g.id)
 
 
 @dataclass
@@ -71,6 +110,7 @@ class ModelJob:
     status: Status = Status.queued
     attempts: int = 0
     stale_attempts: list[int] = field(default_factory=list)  # attempts whose lease was swept
+    draws: dict[int, int] = field(default_factory=dict)  # grant id → credits its hold drew on
 
     @property
     def fails(self) -> bool:
@@ -90,6 +130,7 @@ class Harness:
         )
         self.steps = 0
         self.examples = 0
+        self.clock = [utcnow()]  # the clock grants expire by, moved by the machine alone
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -121,8 +162,11 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
             self.headers = h.run(service.user())
             me = h.run(client.get("/api/users/me", headers=self.headers)).json()
             self.user_id = uuid.UUID(me["id"])
-            self.balance = service.settings.signup_bonus
-            self.held = 0
+            self.grants: list[ModelGrant] = []
+            if service.settings.signup_bonus > 0:
+                self.grants.append(
+                    ModelGrant(h.run(self._newest_grant()), "bonus", remaining=service.settings.signup_bonus)
+                )
             self.price = h.run(self._set_price(EchoText.default_price))
             self.jobs: dict[uuid.UUID, ModelJob] = {}
             self.job_keys: dict[str, tuple[str, uuid.UUID]] = {}
@@ -130,6 +174,66 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
             self.serial = 0
 
         # --- helpers ---
+
+        @property
+        def balance(self) -> int:
+            return sum(g.remaining for g in self.grants)
+
+        @property
+        def held(self) -> int:
+            return sum(g.held for g in self.grants)
+
+        @property
+        def now(self) -> datetime:
+            return h.clock[0]
+
+        def _spendable(self) -> int:
+            return sum(g.remaining - g.held for g in self.grants if not g.expired(self.now))
+
+        def _draw(self, amount: int) -> dict[int, int]:
+            """Hold ``amount`` in the model: drawn on free, unexpired credit in spending order."""
+            draws: dict[int, int] = {}
+            for g in sorted(self.grants, key=spending_order):
+                take = min(g.remaining - g.held, amount) if not g.expired(self.now) else 0
+                if take > 0:
+                    g.held += take
+                    draws[g.id] = take
+                    amount -= take
+            assert amount == 0, "the model drew more than it had"
+            return draws
+
+        def _grant(self, grant_id: int) -> ModelGrant:
+            return next(g for g in self.grants if g.id == grant_id)
+
+        def _give_back(self, grant: ModelGrant, credits: int) -> None:
+            """Credits come back to a grant's free credit; an expired grant loses them at once."""
+            if grant.expired(self.now):
+                grant.remaining -= credits
+
+        def _sweep_model(self) -> int:
+            removed = 0
+            for g in self.grants:
+                if g.expired(self.now) and g.remaining > g.held:
+                    removed += g.remaining - g.held
+                    g.remaining = g.held
+            return removed
+
+        async def _newest_grant(self) -> int:
+            async with service.db.session() as session:
+                newest = await session.scalar(
+                    select(func.max(CreditGrant.id)).where(CreditGrant.user_id == self.user_id)
+                )
+            assert newest is not None
+            return int(newest)
+
+        async def _draws_of(self, job_id: uuid.UUID) -> dict[int, int]:
+            async with service.db.session() as session:
+                rows = await session.execute(
+                    select(GrantPosting.grant_id, func.sum(GrantPosting.held_delta))
+                    .where(GrantPosting.job_id == job_id)
+                    .group_by(GrantPosting.grant_id)
+                )
+                return {g: int(n) for g, n in rows if n}
 
         def _jobs(self, *statuses: Status) -> list[uuid.UUID]:
             # In submission order: ids are random, an order by id would differ from one replay to the next.
@@ -145,9 +249,13 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
         def _settle(self, job_id: uuid.UUID, status: Status) -> None:
             job = self.jobs[job_id]
             job.status = status
-            self.held -= job.cost
-            if status is Status.succeeded:
-                self.balance -= job.cost
+            for grant_id, credits in job.draws.items():
+                grant = self._grant(grant_id)
+                grant.held -= credits
+                if status is Status.succeeded:
+                    grant.remaining -= credits
+                else:
+                    self._give_back(grant, credits)
 
         # --- money in ---
 
@@ -159,7 +267,7 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
                 headers["Idempotency-Key"] = key
             r = h.run(client.post("/api/wallet/refill", json={"amount": amount}, headers=headers))
             assert r.status_code == 200, r.text
-            self.balance += amount
+            self.grants.append(ModelGrant(h.run(self._newest_grant()), "paid", remaining=amount))
             if keyed:
                 self.refill_keys[key] = amount
             assert r.json()["wallet"] == {
@@ -194,7 +302,15 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
             )
             if self.balance + amount >= self.held:
                 assert r.status_code == 200, r.text
-                self.balance += amount
+                if amount > 0:
+                    self.grants.append(ModelGrant(h.run(self._newest_grant()), "bonus", remaining=amount))
+                else:
+                    taken = -amount
+                    for g in sorted(self.grants, key=spending_order):
+                        take = min(g.remaining - g.held, taken)
+                        g.remaining -= take
+                        taken -= take
+                    assert taken == 0
             else:
                 # Never below what the open holds reserve: available credits stay ≥ 0.
                 assert r.status_code in (402, 409), r.text
@@ -215,14 +331,14 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
             if keyed:
                 headers["Idempotency-Key"] = key
             r = h.run(client.post("/api/jobs", data={"model": EchoText.slug, "text": text}, headers=headers))
-            if self.price > self.balance - self.held:
+            if self.price > self._spendable():
                 assert r.status_code == 402, r.text
                 return
             assert r.status_code == 201, r.text
             job_id = uuid.UUID(r.json()["id"])
             assert r.json()["cost"] == self.price
-            self.jobs[job_id] = ModelJob(text, self.price)
-            self.held += self.price
+            self.jobs[job_id] = ModelJob(text, self.price, draws=self._draw(self.price))
+            assert h.run(self._draws_of(job_id)) == self.jobs[job_id].draws, "the hold drew on other grants"
             if keyed:
                 self.job_keys[key] = (text, job_id)
 
@@ -330,11 +446,100 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
         def cancel(self, data: st.DataObject) -> None:
             job_id = data.draw(st.sampled_from(list(self.jobs)))
             r = h.run(client.post(f"/api/jobs/{job_id}/cancel", headers=self.headers))
-            if self.jobs[job_id].status is Status.queued:
+            job = self.jobs[job_id]
+            if job.status in (Status.queued, Status.running):
+                # A running job is canceled at once too; its worker's late report must not land.
                 assert r.status_code == 200, r.text
+                if job.status is Status.running:
+                    job.stale_attempts.append(job.attempts)
                 self._settle(job_id, Status.canceled)
             else:
                 assert r.status_code == 409, r.text
+
+        # --- grants, expiry, refunds, bursts ---
+
+        @rule(
+            amount=st.integers(1, 80),
+            expires_in=st.one_of(st.none(), st.integers(1, 72)),
+            priority=st.sampled_from([10, 50, 90]),
+        )
+        def grant_bonus(self, amount: int, expires_in: int | None, priority: int) -> None:
+            expires_at = None if expires_in is None else self.now + timedelta(hours=expires_in)
+            h.run(self._grant_bonus(amount, expires_at, priority))
+            self.grants.append(
+                ModelGrant(h.run(self._newest_grant()), "bonus", priority, expires_at, remaining=amount)
+            )
+
+        async def _grant_bonus(self, amount: int, expires_at: datetime | None, priority: int) -> None:
+            async with service.db.session(write=True) as session:
+                await granting.grant(
+                    session, self.user_id, amount, expires_at=expires_at, priority=priority, note="machine"
+                )
+
+        @rule(hours=st.integers(1, 48))
+        def time_passes(self, hours: int) -> None:
+            """The clock of expiry moves on and the sweep runs: free credit of expired grants goes."""
+            h.clock[0] += timedelta(hours=hours)
+            before = h.run(self._expired_credits())
+            h.run(self._sweep())
+            assert h.run(self._expired_credits()) - before == self._sweep_model()
+
+        async def _sweep(self) -> None:
+            async with service.db.session(write=True) as session:
+                await wallet_service.expire_due(session, self.now)
+
+        async def _expired_credits(self) -> int:
+            async with service.db.session() as session:
+                taken = await session.scalar(
+                    select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+                        LedgerEntry.user_id == self.user_id, LedgerEntry.type == EntryType.expiry
+                    )
+                )
+            return -int(taken or 0)
+
+        @precondition(lambda self: self._jobs(Status.succeeded))
+        @rule(data=st.data())
+        def refund(self, data: st.DataObject) -> None:
+            job_id = data.draw(st.sampled_from(self._jobs(Status.succeeded)))
+            assert h.run(self._refund(job_id)) is True
+            assert h.run(self._refund(job_id)) is False  # once only
+            job = self.jobs[job_id]
+            job.status = Status.refunded
+            for grant_id, credits in job.draws.items():
+                grant = self._grant(grant_id)
+                grant.remaining += credits
+                self._give_back(grant, credits)
+
+        async def _refund(self, job_id: uuid.UUID) -> bool:
+            async with service.db.session(write=True) as session:
+                return await wallet_service.refund(session, job_id) is not None
+
+        @rule(n=st.integers(2, 12))
+        def concurrent_submits(self, n: int) -> None:
+            """A burst of submits at once: exactly as many are accepted as the free credit covers."""
+            self.serial += 1
+            texts = [f"fine burst {self.serial}.{i}" for i in range(n)]
+
+            async def burst() -> list[httpx.Response]:
+                data = [{"model": EchoText.slug, "text": t} for t in texts]
+                posts = (client.post("/api/jobs", data=d, headers=self.headers) for d in data)
+                return list(await asyncio.gather(*posts))
+
+            responses = h.run(burst())
+            codes = [r.status_code for r in responses]
+            fits = n if self.price == 0 else min(n, self._spendable() // self.price)
+            assert sorted(codes) == [201] * fits + [402] * (n - fits), codes
+            drawn: dict[int, int] = {}
+            for text, r in zip(texts, responses, strict=True):
+                if r.status_code == 201:
+                    job_id = uuid.UUID(r.json()["id"])
+                    draws = h.run(self._draws_of(job_id))
+                    assert sum(draws.values()) == self.price
+                    self.jobs[job_id] = ModelJob(text, self.price, draws=draws)
+                    for grant_id, credits in draws.items():
+                        drawn[grant_id] = drawn.get(grant_id, 0) + credits
+            # Whatever order they were admitted in, together they drew as one spend of their sum.
+            assert drawn == {g: c for g, c in self._draw(fits * self.price).items()}
 
         # --- what must hold after every step ---
 
@@ -380,19 +585,28 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
             assert wallet.balance - wallet.held >= 0
             assert wallet.held == open_holds, "held is not the sum of the open holds"
             assert (wallet.balance, wallet.held) == (self.balance, self.held)
+            # Each grant's remainder and held credit equal its postings (and the model); expired
+            # grants keep only held credit.
+            found = await check_grants(service.db, self.user_id, self.now)
+            assert [(g.id, g.kind, g.remaining, g.held) for g in found] == [
+                (g.id, g.kind, g.remaining, g.held) for g in self.grants
+            ], "the grants are not what the model predicts"
 
             assert set(jobs) == set(self.jobs)
             for job_id, expected in self.jobs.items():
                 job, hold = jobs[job_id], holds.get(job_id)
                 kinds = sorted(e.type for e in entries if e.job_id == job_id)
                 assert (job.status, job.cost, job.attempts) == (
-                    expected.status,
+                    Status.succeeded if expected.status is Status.refunded else expected.status,
                     expected.cost,
                     expected.attempts,
                 )
                 assert hold is not None
                 assert hold.amount == job.cost
-                if expected.status in TERMINAL:
+                if expected.status is Status.refunded:
+                    assert kinds == sorted([EntryType.hold, EntryType.capture, EntryType.refund]), kinds
+                    assert hold.status == HoldStatus.refunded
+                elif expected.status in TERMINAL:
                     settled = EntryType.capture if expected.status is Status.succeeded else EntryType.release
                     assert kinds == sorted([EntryType.hold, settled]), f"{job_id} {expected.status}: {kinds}"
                     assert hold.status == (
@@ -403,11 +617,20 @@ def wallet_machine(h: Harness) -> type[RuleBasedStateMachine]:
                     assert hold.status == HoldStatus.open
 
             r = await client.get("/api/wallet", headers=self.headers)
-            assert r.json() == {
+            body = r.json()
+            assert totals(body) == {
                 "balance": self.balance,
                 "held": self.held,
                 "available": self.balance - self.held,
             }
+            live = [g for g in self.grants if g.remaining > 0 and not g.expired(self.now)]
+            soon = self.now + timedelta(days=7)
+            assert (body["paid"], body["bonus"], body["expiring"]) == (
+                sum(g.remaining - g.held for g in live if g.kind == "paid"),
+                sum(g.remaining - g.held for g in live if g.kind == "bonus"),
+                sum(g.remaining - g.held for g in live if g.expires_at is not None and g.expires_at <= soon),
+            )
+            assert body["paid"] + body["bonus"] == body["available"]
 
     return WalletMachine
 
@@ -417,6 +640,7 @@ def test_wallet_state_machine(
     settings_factory: Callable[..., Settings],
     backend: str,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Jobs that fail on purpose log their tracebacks; only this suite's own numbers matter here.
     caplog.set_level(logging.CRITICAL, logger="mlservice.jobs")
@@ -425,6 +649,7 @@ def test_wallet_state_machine(
     stack = AsyncExitStack()
     try:
         h = loop.run_until_complete(start_harness(loop, stack, database_url, app_settings))
+        monkeypatch.setattr(grants, "now", lambda: h.clock[0])
         run_state_machine_as_test(
             wallet_machine(h),
             settings=settings(

@@ -4,7 +4,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 
 from mlservice.admin import service, usecases
 from mlservice.admin.schemas import (
@@ -13,15 +13,20 @@ from mlservice.admin.schemas import (
     AccountUpdate,
     AdjustmentRequest,
     AdjustmentResponse,
+    GrantRequest,
+    GrantsMade,
+    PromoCodeRead,
+    PromoCodeRequest,
 )
 from mlservice.deps import ComponentsDep, IsoDateTime, OffsetQuery, SessionDep, SettingsDep
+from mlservice.errors import error_responses
 from mlservice.history import service as history
 from mlservice.history import statistics
 from mlservice.history.schemas import HistoryDeleted, HistoryPage, Statistics
 from mlservice.users.auth import AdminUser
 from mlservice.users.principals import Principal
 from mlservice.wallet import usecases as wallet
-from mlservice.wallet.schemas import EntryRead, WalletRead
+from mlservice.wallet.schemas import EntryRead, GrantRead, WalletRead
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -100,6 +105,47 @@ async def adjust_balance(
     return AdjustmentResponse(
         wallet=WalletRead.model_validate(done.wallet), entry=EntryRead.model_validate(done.entry)
     )
+
+
+@router.post("/grants", response_model=GrantsMade, status_code=201, responses=error_responses(404))
+async def grant_credits(body: GrantRequest, admin: AdminUser, components: ComponentsDep) -> GrantsMade:
+    """Grant bonus credits, with an optional expiry, to one user or (no ``user_id``) to everyone."""
+    made = await wallet.grant_credits(
+        components,
+        admin,
+        body.user_id,
+        body.amount,
+        body.note,
+        expires_at=body.expires_at,
+        priority=body.priority,
+    )
+    return GrantsMade(count=len(made), grants=[GrantRead.model_validate(g) for g in made])
+
+
+@router.post("/grants/{grant_id}/void", response_model=GrantRead, responses=error_responses(404, 409))
+async def void_grant(
+    grant_id: Annotated[int, Path(ge=1, le=2**63 - 1)], admin: AdminUser, components: ComponentsDep
+) -> GrantRead:
+    """Take back a grant none of which was spent or is held; it keeps who voided it."""
+    return GrantRead.model_validate(await wallet.void_grant(components, admin, grant_id))
+
+
+@router.post("/promo-codes", response_model=PromoCodeRead, status_code=201, responses=error_responses(409))
+async def create_promo_code(
+    body: PromoCodeRequest, admin: AdminUser, components: ComponentsDep
+) -> PromoCodeRead:
+    """A promotion code users redeem for bonus credits: total uses, one per user, an expiry."""
+    made = await wallet.create_promo_code(
+        components,
+        admin,
+        body.code,
+        body.amount,
+        body.max_uses,
+        redeem_until=body.redeem_until,
+        grant_days=body.grant_days,
+        priority=body.priority,
+    )
+    return PromoCodeRead.model_validate(made)
 
 
 @router.get("/history", response_model=HistoryPage)

@@ -3,9 +3,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlservice.wallet.schemas import EntryRead, WalletRead
+from mlservice.wallet.schemas import EntryRead, GrantRead, WalletRead
+from mlservice.wallet.tables import DEFAULT_PRIORITY
 
 # Far beyond any real correction, and far inside the BIGINT a balance is stored in: an amount past
 # that would fail in the database (a 500) instead of being refused.
@@ -28,6 +29,51 @@ class AdjustmentRequest(BaseModel):
         if value == 0:
             raise ValueError("must not be 0")
         return value
+
+
+class GrantRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int = Field(ge=1, le=MAX_ADJUSTMENT, description="Bonus credits to grant")
+    note: str = Field(min_length=1, max_length=300, description="Why: kept with the grant and in the ledger")
+    user_id: uuid.UUID | None = Field(default=None, description="The account; none: every active account")
+    expires_at: AwareDatetime | None = Field(default=None, description="When what is left of it expires")
+    priority: int = Field(
+        default=DEFAULT_PRIORITY, ge=0, le=100, description="Spent in this order: lower first"
+    )
+
+
+class GrantsMade(BaseModel):
+    count: int
+    grants: list[GrantRead]
+
+
+class PromoCodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(
+        min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Letters, digits, - _"
+    )
+    amount: int = Field(ge=1, le=MAX_ADJUSTMENT, description="Bonus credits each redemption grants")
+    max_uses: int = Field(ge=1, le=MAX_ADJUSTMENT, description="Redemptions in all (one per user)")
+    redeem_until: AwareDatetime | None = Field(default=None, description="The code's own expiry")
+    grant_days: int | None = Field(default=None, ge=1, le=3650, description="Each grant expires after this")
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=100)
+
+
+class PromoCodeRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    code: str
+    amount: int
+    max_uses: int
+    uses: int
+    redeem_until: datetime | None
+    grant_days: int | None
+    priority: int
+    created_by: str | None
+    created_at: datetime
 
 
 class AdjustmentResponse(BaseModel):

@@ -25,12 +25,14 @@ Every statement here is built once: building them is a good part of what they co
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     Table,
     bindparam,
+    case,
     exists,
     func,
     insert,
@@ -47,11 +49,22 @@ from mlservice.history.tables import PredictionRequest
 from mlservice.jobs.errors import AccountInactive, TooManyUnfinishedJobs
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.users.tables import User
+from mlservice.wallet import grants
 from mlservice.wallet.errors import InsufficientCredits
-from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
+from mlservice.wallet.tables import (
+    CreditGrant,
+    EntryType,
+    GrantKind,
+    GrantPosting,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    Wallet,
+)
 
-_users, _wallets, _jobs, _holds, _ledger, _requests = (
-    cast(Table, t.__table__) for t in (User, Wallet, Job, Hold, LedgerEntry, PredictionRequest)
+_users, _wallets, _jobs, _holds, _ledger, _requests, _grants, _postings = (
+    cast(Table, t.__table__)
+    for t in (User, Wallet, Job, Hold, LedgerEntry, PredictionRequest, CreditGrant, GrantPosting)
 )
 
 # The parameters every statement below takes (``b_``: a bind name may not be a column's name).
@@ -80,10 +93,12 @@ _unfinished = (
 )
 
 
-def _hold_price(capped: bool) -> Any:
+def _hold_price(capped: bool, covered: Any = None) -> Any:
     guards = [_wallets.c.user_id == _user_id, _wallets.c.balance - _wallets.c.held >= _price, _active]
     if capped:
         guards.append(_unfinished < _cap)
+    if covered is not None:
+        guards.append(covered)
     return (
         update(_wallets)
         .where(*guards)
@@ -152,14 +167,92 @@ def _insert_from(table: Table, source: Any, values: dict[str, Any]) -> Any:
     return insert(table).from_select(list(values), select(*values.values()).select_from(source))
 
 
+# The grants a submit draws on (PostgreSQL). The wallet row is locked first (``locked_wallet``, an
+# InitPlan of the grants' scan, so it runs before any grant is read); then the user's grants with
+# free, unexpired credit are locked. FOR UPDATE returns each grant as it is now, not as the
+# statement's snapshot saw it: a grant another submit drew on while this one waited for the wallet
+# shows that draw. A grant created meanwhile is not seen (nor one whose credit came back
+# meanwhile): the draws then fall short, the guard on the wallet refuses, nothing is written, and the
+# caller's second try (a new statement, a new snapshot) sees it.
+_grants_now = bindparam("b_grants_now", type_=_grants.c.expires_at.type)
+
+
+def _draws() -> Any:
+    locked_wallet = (
+        select(_wallets.c.user_id)
+        .where(_wallets.c.user_id == _user_id)
+        .with_for_update()
+        .cte("locked_wallet")
+    )
+    locked = (
+        select(
+            _grants.c.id,
+            _grants.c.priority,
+            _grants.c.expires_at,
+            _grants.c.kind,
+            (_grants.c.remaining - _grants.c.held).label("free"),
+        )
+        .where(
+            _grants.c.user_id == select(locked_wallet.c.user_id).scalar_subquery(),
+            _grants.c.remaining > 0,
+            _grants.c.remaining > _grants.c.held,
+            grants.unexpired_filter(_grants_now),
+        )
+        .with_for_update()
+        .cte("locked_grants")
+    )
+    # The spending order of grants.spending_key: priority, earliest expiry, bonus before paid, oldest.
+    order = (
+        locked.c.priority,
+        locked.c.expires_at.asc().nulls_last(),
+        case((locked.c.kind == GrantKind.bonus.value, 0), else_=1),
+        locked.c.id,
+    )
+    ranked = select(
+        locked.c.id,
+        locked.c.free,
+        func.sum(locked.c.free).over(order_by=order, rows=(None, 0)).label("upto"),
+    ).subquery("ranked")
+    before = ranked.c.upto - ranked.c.free
+    return (
+        select(ranked.c.id, func.least(ranked.c.free, _price - before).label("draw"))
+        .where(before < _price)
+        .cte("draws")
+    )
+
+
 def _admit_in_one_statement(capped: bool) -> Any:
-    held = _hold_price(capped).cte("held")
+    draws = _draws()
+    covered = select(func.coalesce(func.sum(draws.c.draw), 0)).scalar_subquery() == _price
+    held = _hold_price(capped, covered).cte("held")
     job = _insert_from(_jobs, held, _JOB_VALUES).returning(_jobs.c.id).cte("job")
     hold = _insert_from(_holds, held, _HOLD_VALUES).cte("hold")
-    entry = _insert_from(_ledger, held, _ledger_values(held.c.balance, held.c.held)).cte("entry")
+    entry = (
+        _insert_from(_ledger, held, _ledger_values(held.c.balance, held.c.held))
+        .returning(_ledger.c.id)
+        .cte("entry")
+    )
     request = _insert_from(_requests, held, _REQUEST_VALUES).cte("request")
+    # Only once the entry is written (i.e. the wallet's guard passed): the draws move their grants'
+    # held credit, and each is a posting of the hold's entry.
+    moved = (
+        update(_grants)
+        .where(_grants.c.id == draws.c.id, select(entry.c.id).exists())
+        .values(held=_grants.c.held + draws.c.draw)
+        .cte("moved")
+    )
+    posted = (
+        insert(_postings)
+        .from_select(
+            ["entry_id", "grant_id", "job_id", "amount", "held_delta"],
+            select(entry.c.id, draws.c.id, _job_id, literal(0, BigInteger), draws.c.draw).select_from(
+                entry.join(draws, true())
+            ),
+        )
+        .cte("posted")
+    )
     # Unreferenced data-modifying CTEs run all the same (exactly once, to completion).
-    return select(job.c.id).add_cte(hold, entry, request)
+    return select(job.c.id).add_cte(hold, entry, request, moved, posted)
 
 
 # [without a cap on unfinished jobs, with one]
@@ -168,16 +261,31 @@ _HOLD_PRICE = (_hold_price(False), _hold_price(True))
 # SQLite: the same writes one by one, in the caller's transaction.
 _INSERT_JOB = insert(_jobs).values(_JOB_VALUES)
 _INSERT_HOLD = insert(_holds).values(_HOLD_VALUES)
-_INSERT_ENTRY = insert(_ledger).values(
-    _ledger_values(
-        bindparam("b_balance_after", type_=BigInteger), bindparam("b_held_after", type_=BigInteger)
+_INSERT_ENTRY = (
+    insert(_ledger)
+    .values(
+        _ledger_values(
+            bindparam("b_balance_after", type_=BigInteger), bindparam("b_held_after", type_=BigInteger)
+        )
     )
+    .returning(_ledger.c.id)
 )
 _INSERT_REQUEST = insert(_requests).values(_REQUEST_VALUES)
 
 # What the account looks like when a submit was refused: why it was.
+_spendable = (
+    select(func.coalesce(func.sum(_grants.c.remaining - _grants.c.held), 0))
+    .where(_grants.c.user_id == _user_id, _grants.c.remaining > 0, grants.unexpired_filter(_grants_now))
+    .scalar_subquery()
+)
 _STANDING = (
-    select(_users.c.is_active, _wallets.c.balance, _wallets.c.held, _unfinished.label("unfinished"))
+    select(
+        _users.c.is_active,
+        _wallets.c.balance,
+        _wallets.c.held,
+        _unfinished.label("unfinished"),
+        _spendable.label("spendable"),
+    )
     .select_from(_users.outerjoin(_wallets, _wallets.c.user_id == _users.c.id))
     .where(_users.c.id == _user_id)
 )
@@ -193,26 +301,39 @@ async def admit(session: AsyncSession, values: dict[str, Any], unfinished_cap: i
         values = {**values, "b_unfinished_cap": unfinished_cap}
     if connection.dialect.name != "sqlite":
         return (await connection.execute(_ADMIT[capped], values)).first() is not None
+    # SQLite has one writer: the grants read here stay as they are until this commits.
+    price = values["b_price"]
+    draws = grants.plan(await grants.live(connection, values["b_user_id"]), price, values["b_grants_now"])
+    if sum(n for _, n in draws) < price:
+        return False
     totals = (await connection.execute(_HOLD_PRICE[capped], values)).first()
     if totals is None:
         return False
     await connection.execute(_INSERT_JOB, values)
     await connection.execute(_INSERT_HOLD, values)
-    await connection.execute(
+    entry = await connection.execute(
         _INSERT_ENTRY, {**values, "b_balance_after": totals.balance, "b_held_after": totals.held}
     )
+    moves = [grants.Move(g, 0, n) for g, n in draws]
+    await grants.post(connection, entry.scalar_one(), moves, values["b_job_id"])
     await connection.execute(_INSERT_REQUEST, values)
     return True
 
 
 async def refusal(
-    session: AsyncSession, user_id: uuid.UUID, price: int, unfinished_cap: int = 0
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    price: int,
+    unfinished_cap: int = 0,
+    grants_now: datetime | None = None,
 ) -> AppError | None:
     """Why :func:`admit` refused, as the error to answer with; None if the account, read again
     now, could pay (it changed in between: the caller may try once more)."""
     connection = await session.connection()
+    if grants_now is None:
+        grants_now = grants.now()
     # Without a cap, the count stops at one row: it decides nothing then.
-    params = {"b_user_id": user_id, "b_unfinished_cap": max(unfinished_cap, 1)}
+    params = {"b_user_id": user_id, "b_unfinished_cap": max(unfinished_cap, 1), "b_grants_now": grants_now}
     standing = (await connection.execute(_STANDING, params)).first()
     if standing is None:
         return AccountInactive("This account no longer exists.")
@@ -226,7 +347,8 @@ async def refusal(
             "again when some of them have finished.",
             limit=unfinished_cap,
         )
-    available = standing.balance - standing.held
+    # Credit of a grant that expired and is not swept yet is in the balance but cannot be spent.
+    available = min(standing.balance - standing.held, standing.spendable)
     if price > available:
         return InsufficientCredits(
             f"This run costs {price} credits; {available} available. Top up your wallet.",

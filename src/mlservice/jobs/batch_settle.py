@@ -8,6 +8,9 @@ number), its hold is captured exactly once (the guarded UPDATE of the hold), the
 totals move and a capture entry records the totals it produced, and the job is announced
 finished. A job whose attempt lost its claim changes nothing: it is neither written nor charged.
 
+Each capture also charges exactly the grants its hold drew on (the hold's postings), with a posting
+of the capture's entry per grant (see :mod:`mlservice.wallet.grants`).
+
 On PostgreSQL the whole batch is one statement (:data:`_SETTLE_PG`): one round trip whatever the
 batch size (and, run on its own, no BEGIN or COMMIT either), its NOTIFY delivered when it commits.
 The wallets are moved once per user by the sum of that user's captures, and each user's entries
@@ -26,13 +29,14 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import BigInteger, Table, bindparam, insert, select, text, update
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mlservice.db import DriverStatement
 from mlservice.jobs.events import CHANNEL, IDS_PER_PAYLOAD
 from mlservice.jobs.tables import Job, JobStatus
-from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
+from mlservice.wallet import grants
+from mlservice.wallet.tables import EntryType, GrantPosting, Hold, HoldStatus, LedgerEntry, Wallet
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,26 @@ WITH input AS (
     WINDOW running AS (PARTITION BY captured.user_id ORDER BY captured.id ROWS UNBOUNDED PRECEDING)
     -- Entry ids in the order of the running totals.
     ORDER BY captured.user_id, captured.id
+    RETURNING ledger_entries.id, ledger_entries.job_id
+), drawn AS (
+    -- What each hold still has on each grant (its draws), for the wallets moved above: joined to
+    -- ``moved`` so that a user's grants change only once that user's wallet is locked.
+    SELECT grant_postings.grant_id, grant_postings.job_id,
+        CAST(sum(grant_postings.held_delta) AS bigint) AS amount
+    FROM grant_postings
+    JOIN captured ON captured.job_id = grant_postings.job_id
+    JOIN moved ON moved.user_id = captured.user_id
+    GROUP BY grant_postings.grant_id, grant_postings.job_id
+    HAVING sum(grant_postings.held_delta) > 0
+), charged AS (
+    UPDATE credit_grants
+    SET remaining = credit_grants.remaining - per_grant.amount, held = credit_grants.held - per_grant.amount
+    FROM (SELECT grant_id, sum(amount) AS amount FROM drawn GROUP BY grant_id) AS per_grant
+    WHERE credit_grants.id = per_grant.grant_id
+), posted AS (
+    INSERT INTO grant_postings (entry_id, grant_id, job_id, amount, held_delta)
+    SELECT entries.id, drawn.grant_id, drawn.job_id, -drawn.amount, -drawn.amount
+    FROM drawn JOIN entries ON entries.job_id = drawn.job_id
 ), notified AS (
     SELECT pg_notify('{CHANNEL}', string_agg(CAST(id AS text), ','))
     FROM (SELECT id, (row_number() OVER () - 1) / {IDS_PER_PAYLOAD} AS payload FROM done) AS numbered
@@ -147,7 +171,9 @@ _SETTLE_PG_ALONE = DriverStatement(_SETTLE_PG)
 
 # -- SQLite: a few statements in the caller's transaction -----------------------------------------
 
-_jobs, _holds, _wallets, _ledger = (cast(Table, t.__table__) for t in (Job, Hold, Wallet, LedgerEntry))
+_jobs, _holds, _wallets, _ledger, _postings = (
+    cast(Table, t.__table__) for t in (Job, Hold, Wallet, LedgerEntry, GrantPosting)
+)
 
 _RUNNING = select(_jobs.c.id, _jobs.c.attempts).where(
     _jobs.c.id.in_(bindparam("ids", expanding=True)), _jobs.c.status == JobStatus.running
@@ -186,7 +212,12 @@ _DEBIT = (
         updated_at=bindparam("now"),
     )
 )
-_ENTRY = insert(_ledger)
+_ENTRY = insert(_ledger).returning(_ledger.c.id, _ledger.c.job_id, sort_by_parameter_order=True)
+_DRAWN = (
+    select(_postings.c.grant_id, _postings.c.job_id, func.sum(_postings.c.held_delta))
+    .where(_postings.c.job_id.in_(bindparam("job_ids", expanding=True)))
+    .group_by(_postings.c.grant_id, _postings.c.job_id)
+)
 
 
 async def _settle_sqlite(
@@ -243,5 +274,14 @@ async def _settle_sqlite(
         await connection.execute(
             _DEBIT, [{"b_user_id": user, "amount": amount, "now": now} for user, amount in charged.items()]
         )
-        await connection.execute(_ENTRY, entries)
+        entry_ids = {job_id: entry_id for entry_id, job_id in await connection.execute(_ENTRY, entries)}
+        drawn = await connection.execute(_DRAWN, {"job_ids": [hold.job_id for hold in captured]})
+        await grants.post_many(
+            connection,
+            [
+                (entry_ids[job_id], job_id, grants.Move(grant_id, -amount, -amount))
+                for grant_id, job_id, amount in drawn
+                if amount > 0
+            ],
+        )
     return {s.job_id for s in owned}

@@ -30,6 +30,7 @@ from mlservice.observability.metrics import ServiceMetrics
 from mlservice.predictors.base import InputLimits, Predictor
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
+from mlservice.wallet import grants
 from mlservice.wallet import service as wallet
 from mlservice.wallet.errors import InsufficientCredits
 from mlservice.webhooks import outbox as webhooks
@@ -96,6 +97,7 @@ async def submit(
 
     async def create() -> tuple[int, dict[str, Any]]:
         now = utcnow()
+        grants_now = grants.now()
         # Not added to the session: the rows are written by one Core statement; this is what the
         # answer, the metrics and the webhook fields are made from.
         job = Job(
@@ -144,6 +146,8 @@ async def submit(
             "b_webhook_events": job.webhook_events,
             "b_webhook_flavour": job.webhook_flavour,
             "b_cancel_at": job.cancel_at,
+            # The clock grants expire by (a test may move it apart from the others).
+            "b_grants_now": grants_now,
             # The accepted request's history row (see RequestRecord.row).
             "b_received_at": record.received_at,
             "b_requested_slug": record.model_slug,
@@ -157,7 +161,7 @@ async def submit(
         for _ in range(2):
             if await admission.admit(session, values, unfinished_cap):
                 return 201, body
-            refused = await admission.refusal(session, user_id, model.price, unfinished_cap)
+            refused = await admission.refusal(session, user_id, model.price, unfinished_cap, grants_now)
             if refused is not None:
                 raise refused
         raise InsufficientCredits(

@@ -17,6 +17,8 @@ from mlservice.jobs.repository import count_queued_of, queued_jobs
 from mlservice.jobs.service import end_overdue
 from mlservice.jobs.settle import sweep
 from mlservice.queue.base import Delivery, JobQueue
+from mlservice.wallet import grants
+from mlservice.wallet import service as wallet
 
 log = logging.getLogger(__name__)
 # How long a worker waits before handing back a batch it could not run for a database outage.
@@ -191,6 +193,10 @@ class JobWorkers:
                     ended = await end_overdue(session, metrics=self.executor.telemetry.metrics)
                 if ended:
                     log.info("ended %d jobs past their Cancel-After deadline", ended)
+                async with self.db.session(write=True) as session:
+                    removed = await wallet.expire_due(session, grants.now())
+                if removed:
+                    log.info("removed %d credits of expired grants", removed)
             except ServiceUnavailable:
                 pass  # the database is away (logged once, by the database); the next sweep will do
             except Exception:

@@ -31,3 +31,37 @@ class InvalidTopUpAmount(AppError):
 
     status_code = 422
     code = "invalid_top_up_amount"
+
+
+class GrantNotFound(AppError):
+    status_code = 404
+    code = "grant_not_found"
+
+
+class GrantNotVoidable(AppError):
+    """Only a grant none of which was spent or is held can be voided: voiding takes it all back."""
+
+    status_code = 409
+    code = "grant_not_voidable"
+
+
+class PromoCodeNotFound(AppError):
+    status_code = 404
+    code = "promo_code_not_found"
+
+
+class PromoCodeUnavailable(AppError):
+    """The code expired or all its uses are taken."""
+
+    status_code = 409
+    code = "promo_code_unavailable"
+
+
+class PromoCodeAlreadyRedeemed(AppError):
+    status_code = 409
+    code = "promo_code_already_redeemed"
+
+
+class PromoCodeTaken(AppError):
+    status_code = 409
+    code = "promo_code_taken"

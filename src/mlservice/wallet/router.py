@@ -9,16 +9,27 @@ from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep
 from mlservice.errors import error_responses
 from mlservice.users.auth import CurrentUser
 from mlservice.wallet import service, usecases
-from mlservice.wallet.schemas import EntryPage, EntryRead, RefillRequest, RefillResponse, WalletRead
+from mlservice.wallet.schemas import (
+    EntryPage,
+    EntryRead,
+    GrantRead,
+    RedeemRequest,
+    RedeemResponse,
+    RefillRequest,
+    RefillResponse,
+    WalletDetail,
+    WalletRead,
+)
 
 router = APIRouter(prefix="/wallet", tags=["wallet"], responses=error_responses(401))
 
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-@router.get("", response_model=WalletRead)
-async def read_wallet(user: CurrentUser, session: SessionDep) -> WalletRead:
-    return WalletRead.model_validate(await service.get_wallet(session, user.id))
+@router.get("", response_model=WalletDetail)
+async def read_wallet(user: CurrentUser, components: ComponentsDep) -> WalletDetail:
+    """The totals (balance, held, available), credits by kind, what expires soon, and the grants."""
+    return await usecases.wallet_detail(components, user.id)
 
 
 @router.post("/refill", response_model=RefillResponse, responses=error_responses(400))
@@ -31,6 +42,13 @@ async def refill(
     """Add credits (a demo payment: no money moves)."""
     outcome = await usecases.top_up(components, user.id, body.amount, idempotency_key)
     return JSONResponse(outcome.body, outcome.status_code, headers=outcome.headers())
+
+
+@router.post("/redeem", response_model=RedeemResponse, responses=error_responses(400, 404, 409))
+async def redeem(body: RedeemRequest, user: CurrentUser, components: ComponentsDep) -> RedeemResponse:
+    """Redeem a promotion code for a bonus grant (once per user)."""
+    wallet, made = await usecases.redeem_promo_code(components, user.id, body.code)
+    return RedeemResponse(wallet=WalletRead.model_validate(wallet), grant=GrantRead.model_validate(made))
 
 
 @router.get("/transactions", response_model=EntryPage)

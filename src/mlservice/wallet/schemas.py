@@ -14,6 +14,31 @@ class WalletRead(BaseModel):
     available: int = Field(description="balance - held: what new jobs can spend")
 
 
+class GrantRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str = Field(description="paid (a top-up) or bonus (signup bonus, administrator, promotion)")
+    source: str = Field(description="topup, signup_bonus, admin, promo or migrated")
+    priority: int = Field(description="Spent in this order: lower first, then the earliest expiry")
+    expires_at: datetime | None
+    amount: int = Field(description="Credits granted")
+    remaining: int = Field(description="Credits left, held ones included")
+    held: int = Field(description="Credits of it reserved by unfinished jobs")
+    created_at: datetime
+    note: str | None = Field(default=None, description="Why it was granted")
+    created_by: str | None = Field(default=None, description="The administrator who granted it")
+    closed_at: datetime | None = Field(default=None, description="When it expired or was voided")
+    voided_by: str | None = Field(default=None, description="The administrator who voided it")
+
+
+class WalletDetail(WalletRead):
+    paid: int = Field(description="Available paid credits")
+    bonus: int = Field(description="Available bonus credits (paid + bonus = available)")
+    expiring: int = Field(description="Available credits that expire within the next 7 days")
+    grants: list[GrantRead] = Field(description="Grants with credit left, in the order they are spent")
+
+
 class EntryRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -44,3 +69,14 @@ class RefillRequest(BaseModel):
 class RefillResponse(BaseModel):
     wallet: WalletRead
     entry: EntryRead
+
+
+class RedeemRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=64, description="A promotion code")
+
+
+class RedeemResponse(BaseModel):
+    wallet: WalletRead
+    grant: GrantRead

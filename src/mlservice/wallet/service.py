@@ -7,17 +7,28 @@ writes what the change is for (the job, the top-up), so money and the reason for
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import NotFound
 from mlservice.types import utcnow
+from mlservice.wallet import grants
 from mlservice.wallet.errors import AdjustmentExceedsAvailable, InsufficientCredits
-from mlservice.wallet.tables import EntryType, Hold, HoldStatus, LedgerEntry, Wallet
+from mlservice.wallet.tables import (
+    CreditGrant,
+    EntryType,
+    GrantKind,
+    GrantSource,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    Wallet,
+)
 
 
 async def create_wallet(session: AsyncSession, user_id: uuid.UUID, signup_bonus: int) -> Wallet:
@@ -25,7 +36,15 @@ async def create_wallet(session: AsyncSession, user_id: uuid.UUID, signup_bonus:
     session.add(wallet)
     await session.flush()
     if signup_bonus > 0:
-        _post(session, wallet, EntryType.signup_bonus, amount=signup_bonus, note="Welcome bonus")
+        await credit(
+            session,
+            wallet,
+            EntryType.signup_bonus,
+            signup_bonus,
+            kind=GrantKind.bonus,
+            source=GrantSource.signup_bonus,
+            note="Welcome bonus",
+        )
     await session.flush()
     return wallet
 
@@ -58,7 +77,7 @@ async def lock_wallets(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> 
         await session.execute(_LOCK_WALLETS, {"user_ids": sorted(set(user_ids))})
 
 
-def _post(
+def post_entry(
     session: AsyncSession,
     wallet: Wallet,
     type_: EntryType,
@@ -89,30 +108,128 @@ def _post(
     return entry
 
 
+async def credit(
+    session: AsyncSession,
+    wallet: Wallet,
+    type_: EntryType,
+    amount: int,
+    *,
+    kind: GrantKind,
+    source: str,
+    note: str | None,
+    expires_at: datetime | None = None,
+    priority: int | None = None,
+    created_by: str | None = None,
+) -> tuple[LedgerEntry, CreditGrant]:
+    """Credits in: a ledger entry and the new grant that holds them (the caller holds the lock)."""
+    entry = post_entry(session, wallet, type_, amount=amount, note=note)
+    await session.flush()
+    grant = await grants.open_grant(
+        session,
+        wallet.user_id,
+        entry.id,
+        kind=kind,
+        source=source,
+        amount=amount,
+        expires_at=expires_at,
+        priority=priority,
+        note=note,
+        created_by=created_by,
+    )
+    await session.flush()
+    return entry, grant
+
+
 async def top_up(session: AsyncSession, user_id: uuid.UUID, amount: int) -> LedgerEntry:
     wallet = await lock_wallet(session, user_id)
-    entry = _post(session, wallet, EntryType.topup, amount=amount, note="Demo payment")
-    await session.flush()
+    entry, _ = await credit(
+        session,
+        wallet,
+        EntryType.topup,
+        amount,
+        kind=GrantKind.paid,
+        source=GrantSource.topup,
+        note="Demo payment",
+    )
     return entry
 
 
-async def adjust(session: AsyncSession, user_id: uuid.UUID, amount: int, note: str) -> LedgerEntry:
-    """An administrator's correction, positive or negative; never below the open holds."""
+async def adjust(
+    session: AsyncSession, user_id: uuid.UUID, amount: int, note: str, *, by: str | None = None
+) -> LedgerEntry:
+    """An administrator's correction, positive or negative; never below the open holds.
+
+    Credits added are a bonus grant of their own; credits taken come off the free credit of the
+    grants in spending order, as a spend would take them.
+    """
     wallet = await lock_wallet(session, user_id)
+    at = grants.now()
+    await expire(session, wallet, at)
     if wallet.available + amount < 0:
         raise AdjustmentExceedsAvailable(
             f"Taking {-amount} credits would leave {wallet.available + amount} available; "
             f"at most {wallet.available} can be taken now.",
             available=wallet.available,
         )
-    entry = _post(session, wallet, EntryType.adjustment, amount=amount, note=note)
+    if amount > 0:
+        entry, _ = await credit(
+            session,
+            wallet,
+            EntryType.adjustment,
+            amount,
+            kind=GrantKind.bonus,
+            source=GrantSource.admin,
+            note=note,
+            created_by=by,
+        )
+        return entry
+    connection = await session.connection()
+    draws = grants.plan(await grants.live(connection, user_id), -amount, at)
+    entry = post_entry(session, wallet, EntryType.adjustment, amount=amount, note=note)
     await session.flush()
+    await grants.post(connection, entry.id, [grants.Move(g, -n, 0) for g, n in draws], None)
     return entry
 
 
+async def expire(session: AsyncSession, wallet: Wallet, at: datetime) -> int:
+    """Remove the free credit of the wallet's grants that expired by ``at``, one ``expiry`` entry
+    per grant; held credit stays (see :mod:`mlservice.wallet.grants`). The caller holds the wallet
+    lock. How many credits were removed."""
+    connection = await session.connection()
+    due = grants.free_expired(await grants.live(connection, wallet.user_id), at)
+    return await _expire(session, wallet, due)
+
+
+async def _expire(session: AsyncSession, wallet: Wallet, due: Sequence[tuple[int, int]]) -> int:
+    if not due:
+        return 0
+    connection = await session.connection()
+    for grant_id, free in due:
+        entry = post_entry(session, wallet, EntryType.expiry, amount=-free, note=f"Grant {grant_id} expired")
+        await session.flush()
+        await grants.post(connection, entry.id, [grants.Move(grant_id, -free, 0)], None)
+    return sum(free for _, free in due)
+
+
+async def expire_due(session: AsyncSession, at: datetime, limit: int = 500) -> int:
+    """The sweep's: expire what is due in every wallet (up to ``limit`` grants), wallets locked in
+    user order. How many credits were removed."""
+    users = await grants.due_users(session, at, limit)
+    await lock_wallets(session, users)
+    removed = 0
+    for user_id in users:
+        removed += await expire(session, await lock_wallet(session, user_id), at)
+    return removed
+
+
 async def place_hold(session: AsyncSession, wallet: Wallet, job_id: uuid.UUID, amount: int) -> Hold:
-    """Reserve ``amount`` for a job; the caller holds the wallet lock."""
-    if amount > wallet.available:
+    """Reserve ``amount`` for a job, drawn on the grants in spending order; the caller holds the
+    wallet lock. (A submit writes the same rows in :mod:`mlservice.jobs.admission`.)"""
+    at = grants.now()
+    await expire(session, wallet, at)
+    connection = await session.connection()
+    draws = grants.plan(await grants.live(connection, wallet.user_id), amount, at)
+    if amount > wallet.available or sum(n for _, n in draws) < amount:
         raise InsufficientCredits(
             f"This run costs {amount} credits; {wallet.available} available. Top up your wallet.",
             price=amount,
@@ -120,8 +237,9 @@ async def place_hold(session: AsyncSession, wallet: Wallet, job_id: uuid.UUID, a
         )
     hold = Hold(user_id=wallet.user_id, job_id=job_id, amount=amount, status=HoldStatus.open)
     session.add(hold)
-    _post(session, wallet, EntryType.hold, held_delta=amount, job_id=job_id)
+    entry = post_entry(session, wallet, EntryType.hold, held_delta=amount, job_id=job_id)
     await session.flush()
+    await grants.post(connection, entry.id, [grants.Move(g, 0, n) for g, n in draws], job_id)
     return hold
 
 
@@ -136,7 +254,9 @@ class Resolved:
     held_after: int
 
 
-_holds, _wallets, _ledger = (cast(Table, t.__table__) for t in (Hold, Wallet, LedgerEntry))
+_holds, _wallets, _ledger, _grants = (
+    cast(Table, t.__table__) for t in (Hold, Wallet, LedgerEntry, CreditGrant)
+)
 # Built once: settling a job runs these for every job, and building the statement is a good part
 # of what they cost in Python.
 _RESOLVE_HOLD = (
@@ -155,7 +275,6 @@ _MOVE = (
     )
     .returning(_wallets.c.balance, _wallets.c.held)
 )
-_ENTRY = insert(_ledger)
 _LOCK_WALLETS = (
     select(_wallets.c.user_id)
     .where(_wallets.c.user_id.in_(bindparam("user_ids", expanding=True)))
@@ -170,33 +289,115 @@ async def _resolve(session: AsyncSession, job_id: uuid.UUID, to: HoldStatus) -> 
     The guarded UPDATE is what makes a hold resolve exactly once, whoever tries concurrently: it
     locks the hold, then the wallet's running totals move in the same statement that locks the
     wallet, and the ledger entry records the totals it produced (the database's checks refuse any
-    that would go negative). Three statements, whatever the wallet held before.
+    that would go negative). Then the hold's draws move back out of their grants' held credit:
+    charged (a capture) or returned (a release), each a posting of the entry. A release that returns
+    credit to a grant that has expired meanwhile removes it at once (see :mod:`.grants`).
     """
     now = utcnow()
     hold = (await session.execute(_RESOLVE_HOLD, {"b_job_id": job_id, "to": to, "now": now})).one_or_none()
     if hold is None:
         return None
     hold_id, user_id, amount = hold
-    amount_delta = -amount if to is HoldStatus.captured else 0
+    captured = to is HoldStatus.captured
+    amount_delta = -amount if captured else 0
     balance, held = (
         await session.execute(
             _MOVE, {"b_user_id": user_id, "amount": amount_delta, "held_delta": -amount, "now": now}
         )
     ).one()
-    await session.execute(
-        _ENTRY,
-        {
-            "user_id": user_id,
-            "type": EntryType.capture if to is HoldStatus.captured else EntryType.release,
-            "amount": amount_delta,
-            "held_delta": -amount,
-            "balance_after": balance,
-            "held_after": held,
-            "job_id": job_id,
-            "note": None,
-            "created_at": now,
-        },
-    )
+    entry_type = EntryType.capture if captured else EntryType.release
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        # The entry, its postings and the grants' totals in one statement (see grants.settle_pg).
+        entry = _entry_row(user_id, entry_type, amount_delta, -amount, balance, held, job_id, now)
+        moved = await grants.settle_pg(connection, entry, captured)
+    else:
+        entry_id = await _entry(
+            session, user_id, entry_type, amount_delta, -amount, balance, held, job_id, now
+        )
+        drawn = [(g, h) for g, _, h in await grants.held_by_job(connection, job_id) if h > 0]
+        moves = [grants.Move(g, -h if captured else 0, -h) for g, h in drawn]
+        await grants.post(connection, entry_id, moves, job_id)
+        moved = (await session.execute(_GRANTS_OF, {"ids": [g for g, _ in drawn]})).all() if drawn else []
+    if not captured:
+        await _expire_returned(session, user_id, moved)
+    return Resolved(hold_id, user_id, amount, balance, held)
+
+
+_ENTRY_ID = insert(_ledger).returning(_ledger.c.id)
+_GRANTS_OF = select(
+    _grants.c.id, _grants.c.expires_at, _grants.c.remaining, _grants.c.held, _grants.c.user_id
+).where(_grants.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _entry_row(
+    user_id: uuid.UUID,
+    type_: EntryType,
+    amount: int,
+    held_delta: int,
+    balance: int,
+    held: int,
+    job_id: uuid.UUID | None,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "type": type_,
+        "amount": amount,
+        "held_delta": held_delta,
+        "balance_after": balance,
+        "held_after": held,
+        "job_id": job_id,
+        "note": None,
+        "created_at": now,
+    }
+
+
+async def _entry(session: AsyncSession, *row: Any) -> int:
+    return int((await session.execute(_ENTRY_ID, _entry_row(*row))).scalar_one())
+
+
+async def _expire_returned(session: AsyncSession, user_id: uuid.UUID, moved: Sequence[Any]) -> None:
+    """Expire at once what a release or refund gave back to grants that have expired (``moved``:
+    those grants as they are now; the wallet is locked: the caller moved it)."""
+    due = grants.free_expired(moved, grants.now())
+    if due:
+        await _expire(session, await lock_wallet(session, user_id), due)
+
+
+_REFUND_HOLD = (
+    update(_holds)
+    .where(_holds.c.job_id == bindparam("b_job_id"), _holds.c.status == HoldStatus.captured)
+    .values(status=HoldStatus.refunded, resolved_at=bindparam("now"))
+    .returning(_holds.c.id, _holds.c.user_id, _holds.c.amount)
+)
+
+
+async def refund(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
+    """Give a captured job's charge back, exactly once, to the grants it was taken from (what goes
+    back to a grant that has expired since is removed again at once); None when the job's hold is
+    not captured (never charged, or refunded already)."""
+    now = utcnow()
+    hold = (await session.execute(_REFUND_HOLD, {"b_job_id": job_id, "now": now})).one_or_none()
+    if hold is None:
+        return None
+    hold_id, user_id, amount = hold
+    balance, held = (
+        await session.execute(_MOVE, {"b_user_id": user_id, "amount": amount, "held_delta": 0, "now": now})
+    ).one()
+    entry_id = await _entry(session, user_id, EntryType.refund, amount, 0, balance, held, job_id, now)
+    connection = await session.connection()
+    charged = [(g, -a) for g, a, _ in await grants.held_by_job(connection, job_id) if a < 0]
+    await grants.post(connection, entry_id, [grants.Move(g, n, 0) for g, n in charged], job_id)
+    before_grants = amount - sum(n for _, n in charged)
+    if before_grants > 0:
+        # Charged before grants existed (migration 0013): given back as a paid grant of its own.
+        await grants.open_grant(
+            session, user_id, entry_id, kind=GrantKind.paid, source=GrantSource.migrated, amount=before_grants
+        )
+    if charged:
+        ids = [g for g, _ in charged]
+        await _expire_returned(session, user_id, (await session.execute(_GRANTS_OF, {"ids": ids})).all())
     return Resolved(hold_id, user_id, amount, balance, held)
 
 

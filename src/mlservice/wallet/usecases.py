@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlservice.idempotency import service as idempotency
-from mlservice.wallet import service
+from mlservice.wallet import breakdown, granting, grants, promotions, service
 from mlservice.wallet.errors import InvalidTopUpAmount, RefillLimitExceeded
-from mlservice.wallet.schemas import EntryRead, RefillResponse, WalletRead
+from mlservice.wallet.schemas import EntryRead, GrantRead, RefillResponse, WalletDetail, WalletRead
 
 if TYPE_CHECKING:
     import uuid
+    from datetime import datetime
 
     from mlservice.components import Components
     from mlservice.idempotency.service import Outcome
     from mlservice.users.principals import Principal
-    from mlservice.wallet.tables import LedgerEntry, Wallet
+    from mlservice.wallet.tables import CreditGrant, LedgerEntry, PromoCode, Wallet
 
 # One scope and one fingerprint for every surface: a key a client sent to ``POST
 # /api/wallet/refill`` and then again from a web form (or the bot) is the same top-up.
@@ -79,9 +80,115 @@ async def adjust_balance(
     wallet is ``wallet_not_found``. The caller has checked that ``admin`` is an administrator.
     """
     async with components.db.session(write=True) as session:
-        entry = await service.adjust(session, user_id, amount, f"{note} (by {admin.email})")
+        entry = await service.adjust(session, user_id, amount, f"{note} (by {admin.email})", by=admin.email)
         wallet = await service.get_wallet(session, user_id)
     return Adjustment(wallet, entry)
+
+
+async def wallet_detail(components: Components, user_id: uuid.UUID) -> WalletDetail:
+    """``GET /api/wallet``'s answer: the totals, credits by kind, what expires soon, the grants.
+
+    A read, unless a grant of the user has expired with free credit still in it and no sweep took
+    it yet: then that is removed first (under the wallet's lock), so available = paid + bonus.
+    """
+    at = grants.now()
+    async with components.db.session() as session:
+        due = await breakdown.has_due(session, user_id, at)
+        if not due:
+            return _detail(await breakdown.breakdown(session, user_id, at))
+    async with components.db.session(write=True) as session:
+        await service.expire(session, await service.lock_wallet(session, user_id), at)
+        return _detail(await breakdown.breakdown(session, user_id, at))
+
+
+def _detail(b: breakdown.Breakdown) -> WalletDetail:
+    return WalletDetail(
+        balance=b.wallet.balance,
+        held=b.wallet.held,
+        available=b.wallet.available,
+        paid=b.paid,
+        bonus=b.bonus,
+        expiring=b.expiring,
+        grants=[GrantRead.model_validate(g) for g in b.grants],
+    )
+
+
+async def expire_grants(components: Components, limit: int = 500) -> int:
+    """The sweep's: remove the free credit of every grant that has expired (up to ``limit``
+    grants); how many credits."""
+    async with components.db.session(write=True) as session:
+        return await service.expire_due(session, grants.now(), limit)
+
+
+async def grant_credits(
+    components: Components,
+    admin: Principal,
+    user_id: uuid.UUID | None,
+    amount: int,
+    note: str,
+    *,
+    expires_at: datetime | None = None,
+    priority: int | None = None,
+) -> list[CreditGrant]:
+    """Bonus credits from an administrator, to one user (``user_id``) or to every active account
+    (None), with an optional expiry and priority; each grant keeps who made it. The caller has
+    checked that ``admin`` is an administrator."""
+    by = admin.email
+    async with components.db.session(write=True) as session:
+        if user_id is None:
+            return await granting.grant_to_everyone(
+                session, amount, expires_at=expires_at, priority=priority, note=note, by=by
+            )
+        one = await granting.grant(
+            session,
+            user_id,
+            amount,
+            expires_at=expires_at,
+            priority=priority,
+            note=f"{note} (by {by})",
+            by=by,
+        )
+        return [one]
+
+
+async def void_grant(components: Components, admin: Principal, grant_id: int) -> CreditGrant:
+    """Take back an unspent grant (``grant_not_voidable`` once any of it was spent or is held)."""
+    async with components.db.session(write=True) as session:
+        return await granting.void(session, grant_id, admin.email)
+
+
+async def create_promo_code(
+    components: Components,
+    admin: Principal,
+    code: str,
+    amount: int,
+    max_uses: int,
+    *,
+    redeem_until: datetime | None,
+    grant_days: int | None,
+    priority: int,
+) -> PromoCode:
+    """A promotion code (``promo_code_taken`` if its text exists); it keeps who made it."""
+    async with components.db.session(write=True) as session:
+        return await promotions.create(
+            session,
+            code,
+            amount,
+            max_uses,
+            redeem_until=redeem_until,
+            grant_days=grant_days,
+            priority=priority,
+            by=admin.email,
+        )
+
+
+async def redeem_promo_code(
+    components: Components, user_id: uuid.UUID, code: str
+) -> tuple[Wallet, CreditGrant]:
+    """The user redeems ``code``: its bonus grant and the wallet after it."""
+    async with components.db.session(write=True) as session:
+        made = await promotions.redeem(session, user_id, code)
+        return await service.get_wallet(session, user_id), made
 
 
 async def wallet_of(components: Components, user_id: uuid.UUID) -> Wallet:
