@@ -14,10 +14,10 @@ import pytest
 
 from mlservice.client import config as client_config
 from mlservice.client.api import Api
-from mlservice.client.inputs import parse_inputs, parse_value
 from mlservice.client.config import ClientConfig, load_config, save_config
 from mlservice.client.display import Progress, job_state, table
 from mlservice.client.errors import ApiError, ClientError
+from mlservice.client.inputs import parse_inputs, parse_value
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""0013 splits each wallet's credits into grants without changing what anyone can spend."""
+"""0014 splits each wallet's credits into grants without changing what anyone can spend."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _entry(
 
 async def test_wallets_become_grants_with_the_same_credits(database_url: str) -> None:
     await empty_database(database_url)
-    await asyncio.to_thread(downgrade, database_url, "0012")
+    await asyncio.to_thread(downgrade, database_url, "0013")
     buyer, holder, broke = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     spent, open_one, open_two = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     db = Database(database_url)

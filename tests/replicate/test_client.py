@@ -9,6 +9,7 @@ import httpx
 import pytest
 from replicate.exceptions import ModelError, ReplicateError
 
+from tests.fixtures.api import totals
 from tests.replicate.conftest import Account, make_client
 from tests.web.conftest import LiveServer
 
@@ -23,7 +24,7 @@ def chelsea_file(tmp_path: Path, chelsea_jpeg: bytes) -> Path:
 
 
 def wallet(server: LiveServer, account: Account) -> dict[str, int]:
-    return httpx.get(f"{server.url}/api/wallet", headers=account.headers).json()  # type: ignore[no-any-return]
+    return totals(httpx.get(f"{server.url}/api/wallet", headers=account.headers).json())
 
 
 def test_run_classifier_with_an_open_file(

@@ -12,6 +12,7 @@ import httpx
 from replicate.helpers import FileOutput
 from replicate.pagination import paginate
 
+from tests.fixtures.api import totals
 from tests.replicate.conftest import Account, data_uri, refill
 from tests.web.conftest import LiveServer
 
@@ -19,7 +20,7 @@ CAT_CLASS_IDS = range(281, 286)
 
 
 def wallet(server: LiveServer, account: Account) -> dict[str, int]:
-    return httpx.get(f"{server.url}/api/wallet", headers=account.headers).json()  # type: ignore[no-any-return]
+    return totals(httpx.get(f"{server.url}/api/wallet", headers=account.headers).json())
 
 
 def test_cancel_a_running_prediction(replicate_server: LiveServer, account: Account) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
+from tests.fixtures.api import totals
 from tests.replicate.conftest import Account, refill
 from tests.web.conftest import LiveServer
 
@@ -240,7 +241,7 @@ async function main() {
     )
     assert found == {"running": "processing", "canceled": "canceled", "after": "canceled", "output": None}
     wallet = httpx.get(f"{replicate_server.url}/api/wallet", headers=account.headers).json()
-    assert wallet == {"balance": 100, "held": 0, "available": 100}
+    assert totals(wallet) == {"balance": 100, "held": 0, "available": 100}
 
 
 def test_run_stopped_by_an_abort_signal(replicate_server: LiveServer, account: Account) -> None:

@@ -23,6 +23,7 @@ from mlservice.security.signed_urls import SignedUrls
 from mlservice.types import utcnow
 from mlservice.webhooks.tables import WebhookDelivery
 from tests.conftest import Service
+from tests.fixtures.api import totals
 from tests.fixtures.predictors import EchoText
 from tests.replicate.conftest import create
 
@@ -58,7 +59,7 @@ def assert_problem(r: Any, status: int, code: str) -> dict[str, Any]:
 
 
 async def wallet(service: Service, headers: dict[str, str]) -> dict[str, int]:
-    return (await service.client.get("/api/wallet", headers=headers)).json()  # type: ignore[no-any-return]
+    return totals((await service.client.get("/api/wallet", headers=headers)).json())
 
 
 async def wait_until(service: Service, headers: dict[str, str], prediction_id: str, *statuses: str) -> Any:

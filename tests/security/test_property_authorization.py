@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from mlservice.users.tables import User
 from tests.conftest import PASSWORD, Service
+from tests.fixtures.api import totals
 from tests.fixtures.predictors import EchoText
 
 ESCALATIONS: dict[str, Any] = {
@@ -32,8 +33,7 @@ async def stored_user(service: Service, email: str) -> User:
 async def wallet(service: Service, headers: dict[str, str]) -> dict[str, int]:
     r = await service.client.get("/api/wallet", headers=headers)
     assert r.status_code == 200
-    body: dict[str, int] = r.json()
-    return body
+    return totals(r.json())
 
 
 async def test_registration_ignores_role_and_flags(service: Service) -> None:
