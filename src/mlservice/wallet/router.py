@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep
 from mlservice.errors import error_responses
 from mlservice.users.auth import CurrentUser
-from mlservice.wallet import service, usecases
+from mlservice.wallet import service, statements, usecases
 from mlservice.wallet.schemas import (
     EntryPage,
     EntryRead,
@@ -63,3 +63,36 @@ async def transactions(
     return EntryPage(
         items=[EntryRead.model_validate(e) for e in page.items], total=page.total, limit=limit, offset=offset
     )
+
+
+@router.get(
+    "/statement",
+    responses={
+        200: {
+            "description": "The statement as JSON, or CSV with `?format=csv`",
+            "content": {"application/json": {}, "text/csv": {}},
+        },
+        **error_responses(400),
+    },
+    response_class=Response,
+)
+async def monthly_statement(
+    user: CurrentUser,
+    session: SessionDep,
+    month: Annotated[
+        str | None, Query(description="`YYYY-MM` (UTC); the current month (until now) when left out")
+    ] = None,
+    format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",
+) -> Response:
+    """The statement of a calendar month (UTC; the current one until now): opening
+    balance, credits by kind (top-ups, bonus credits, refunds, adjustments, expired, voided), charges
+    per model, closing balance and what was held at the end. Its totals are the ledger's."""
+    statement = await statements.monthly_statement(session, user.id, month or statements.current_month())
+    if format == "csv":
+        name = f"mlservice-statement-{statement.month}.csv"
+        return Response(
+            statement.as_csv(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return JSONResponse(statement.as_json())

@@ -32,6 +32,7 @@ from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import MAX_TEXT_LENGTH
 from mlservice.jobs.views import job_read, job_summary
 from mlservice.wallet import service as wallet_service
+from mlservice.wallet import statements
 from mlservice.wallet import usecases as wallet_usecases
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import PageUser, PageWallet
@@ -266,9 +267,11 @@ async def _wallet_page(
     wallet = await wallet_service.get_wallet(session, user.id)
     pager = _pager(number)
     listing = await wallet_service.list_entries(session, user.id, PER_PAGE, pager.offset)
+    months = await statements.statement_months(session, user.id)
     return page(
         request,
         "wallet.html",
+        statement_months=months,
         user=user,
         wallet=wallet,
         nav="wallet",
