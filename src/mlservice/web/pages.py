@@ -263,8 +263,11 @@ async def _wallet_page(
     amount: int | str = DEFAULT_TOP_UP,
     error: str | None = None,
     telegram_code: IssuedCode | None = None,
+    redeem_error: str | None = None,
 ) -> Response:
     wallet = await wallet_service.get_wallet(session, user.id)
+    # Credits by kind and the grants they are in (removing first whatever of them has expired).
+    detail = await wallet_usecases.wallet_detail(request.app.state.components, user.id)
     pager = _pager(number)
     listing = await wallet_service.list_entries(session, user.id, PER_PAGE, pager.offset)
     months = await statements.statement_months(session, user.id)
@@ -272,6 +275,8 @@ async def _wallet_page(
         request,
         "wallet.html",
         statement_months=months,
+        detail=detail,
+        redeem_error=redeem_error,
         user=user,
         wallet=wallet,
         nav="wallet",
@@ -283,7 +288,7 @@ async def _wallet_page(
         telegram_code=telegram_code,
         # One key per rendered form: submitting it twice (a double click, a resend) pays once.
         idempotency_key=uuid.uuid4().hex,
-        status_code=400 if error else 200,
+        status_code=400 if error or redeem_error else 200,
     )
 
 
@@ -321,6 +326,27 @@ async def top_up(
     if outcome.replayed:
         return redirect("/wallet", notice="This top-up was already made; it was not charged twice.")
     return redirect("/wallet", notice=f"Added {credits} credits to your wallet.")
+
+
+@router.post("/wallet/redeem", response_class=HTMLResponse)
+async def redeem(
+    request: Request,
+    user: PageUser,
+    session: SessionDep,
+    components: ComponentsDep,
+    code: Annotated[str, Form()] = "",
+    csrf: CsrfField = None,
+) -> Response:
+    """A promotion code, as ``POST /api/wallet/redeem``: its bonus grant, once per user."""
+    check_csrf(request, csrf)
+    await session.close()
+    try:
+        _, made = await wallet_usecases.redeem_promo_code(components, user.id, code.strip())
+    except AppError as exc:
+        settings = components.settings
+        return await _wallet_page(request, user, session, settings, 1, redeem_error=exc.message)
+    until = f", until {made.expires_at:%Y-%m-%d}" if made.expires_at else ""
+    return redirect("/wallet", notice=f"Added {made.amount} bonus credits{until}.")
 
 
 @router.post("/wallet/telegram-code", response_class=HTMLResponse)
