@@ -193,6 +193,27 @@ async def test_models_jobs_and_topup(chat: Chat) -> None:
     assert "test-echo: succeeded (3 credits)" in jobs
 
 
+async def test_balance_by_kind_and_a_promotion_code(chat: Chat) -> None:
+    await chat.link()
+    assert await chat.say("/balance") == "Balance: 100 credits.\nAvailable: 0 paid, 100 bonus."
+    admin = await chat.svc.admin()
+    r = await chat.svc.client.post(
+        "/api/admin/promo-codes",
+        json={"code": "BOT-5", "amount": 5, "max_uses": 3, "grant_days": 2},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    assert "Send /redeem CODE" in await chat.say("/redeem")
+    redeemed = await chat.say("/redeem BOT-5")
+    assert redeemed.startswith("Added 5 credits of bonus (they expire on ")
+    assert redeemed.endswith("Balance: 105 credits.")
+    assert "already" in (await chat.say("/redeem BOT-5")).lower()  # once per user
+    assert await chat.say("/redeem NO-SUCH") == "No such promotion code."
+    assert await chat.say("/topup 20") == "Added 20 credits. Balance: 125 credits."
+    balance = await chat.say("/balance")
+    assert balance == "Balance: 125 credits.\nAvailable: 20 paid, 105 bonus. 5 credits expire within 7 days."
+
+
 async def test_photo_classify_and_cutout(chat: Chat) -> None:
     await chat.link()
     chat.api.files["photo-big"] = b"\x89PNG fake image bytes"

@@ -57,7 +57,8 @@ HELP = (
     "/balance: your credits\n"
     "/models: the models and their prices\n"
     "/jobs: your recent jobs\n"
-    "/topup AMOUNT: add credits\n\n"
+    "/topup AMOUNT: add credits\n"
+    "/redeem CODE: redeem a promotion code\n\n"
     "Send a photo to classify it, remove its background, or identify or enroll faces; "
     "a document to scan it for malware; a text to get movie recommendations. "
     "Each button shows what it costs; you pay only for jobs that succeed."
@@ -123,11 +124,32 @@ async def unlink_command(message: Message, components: Components) -> None:
 async def balance_command(message: Message, components: Components) -> None:
     if (user_id := await require_user(components, message)) is None:
         return
-    account = await wallet.wallet_of(components, user_id)
-    text = f"Balance: {credits(account.balance)}."
-    if account.held:
-        text += f" {credits(account.held)} held for running jobs; {account.balance - account.held} available."
+    detail = await wallet.wallet_detail(components, user_id)
+    text = f"Balance: {credits(detail.balance)}."
+    if detail.held:
+        text += f" {credits(detail.held)} held for running jobs; {detail.available} available."
+    text += f"\nAvailable: {detail.paid} paid, {detail.bonus} bonus."
+    if detail.expiring:
+        text += f" {credits(detail.expiring)} expire within 7 days."
     await message.answer(text)
+
+
+async def redeem_command(message: Message, command: CommandObject, components: Components) -> None:
+    if (user_id := await require_user(components, message)) is None:
+        return
+    code = (command.args or "").strip()
+    if not code:
+        await message.answer("Send /redeem CODE to redeem a promotion code for bonus credits.")
+        return
+    try:
+        account, made = await wallet.redeem_promo_code(components, user_id, code)
+    except AppError as exc:
+        await message.answer(describe_error(exc).message)
+        return
+    until = f" (they expire on {made.expires_at:%Y-%m-%d})" if made.expires_at else ""
+    await message.answer(
+        f"Added {credits(made.amount)} of bonus{until}. Balance: {credits(account.balance)}."
+    )
 
 
 async def models_command(message: Message, components: Components) -> None:
@@ -375,6 +397,7 @@ def build_router() -> Router:
     router.message.register(models_command, Command("models"))
     router.message.register(jobs_command, Command("jobs"))
     router.message.register(topup_command, Command("topup"))
+    router.message.register(redeem_command, Command("redeem"))
     router.message.register(enroll_label, StateFilter(Enroll.waiting_for_label), F.text)
     router.message.register(photo_message, F.photo)
     router.message.register(document_message, F.document)

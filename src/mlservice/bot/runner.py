@@ -20,6 +20,7 @@ COMMANDS = [
     BotCommand(command="models", description="models and prices"),
     BotCommand(command="jobs", description="your recent jobs"),
     BotCommand(command="topup", description="add credits"),
+    BotCommand(command="redeem", description="redeem a promotion code: /redeem CODE"),
     BotCommand(command="link", description="link this chat: /link CODE"),
     BotCommand(command="unlink", description="unlink this chat"),
     BotCommand(command="help", description="what this bot does"),
