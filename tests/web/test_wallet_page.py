@@ -3,8 +3,10 @@ expiry, and promotion codes redeemed from the page."""
 
 from __future__ import annotations
 
-from tests.conftest import Service
-from tests.fixtures.api import wallet
+import re
+
+from tests.conftest import Service, wait_for_job
+from tests.fixtures.api import submit, wallet
 from tests.fixtures.web import browser, csrf
 from tests.web.test_pages import new_user, text
 
@@ -41,3 +43,25 @@ async def test_the_wallet_shows_grants_and_redeems_a_promotion_code(service: Ser
         r = await client.post("/wallet/redeem", data={"code": "WINTER-26", "csrf_token": "forged"})
         assert r.status_code == 403
     assert (await wallet(service, headers))["available"] == 125
+
+
+async def test_each_transaction_shows_the_grants_it_drew_on(service: Service) -> None:
+    email, headers, _ = await new_user(service)
+    r = await service.client.post(
+        "/api/wallet/refill", json={"amount": 1}, headers=headers | {"Idempotency-Key": "g-1"}
+    )
+    assert r.status_code == 200, r.text
+    # A price above the bonus left: the job draws on the welcome bonus and the top-up both.
+    admin = await service.admin()
+    r = await service.client.patch("/api/admin/models/test-echo", json={"price": 101}, headers=admin)
+    assert r.status_code == 200, r.text
+    job = (await submit(service, headers, "both")).json()["id"]
+    await wait_for_job(service.client, headers, job)
+    async with browser(service, email) as client:
+        page = text(await client.get("/wallet"))
+    held = re.search(r'data-entry-type="hold".*?data-testid="entry-grants">(.*?)</span>', page, re.S)
+    charged = re.search(r'data-entry-type="capture".*?data-testid="entry-grants">(.*?)</span>', page, re.S)
+    assert held is not None
+    assert charged is not None
+    assert " ".join(held[1].split()) == "held from Welcome bonus 100, Top-up 1"
+    assert " ".join(charged[1].split()) == "from Welcome bonus 100, Top-up 1"

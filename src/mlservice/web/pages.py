@@ -31,8 +31,8 @@ from mlservice.jobs.errors import JobNotCancelable, JobNotFound
 from mlservice.jobs.tables import Job, JobStatus
 from mlservice.jobs.validation import MAX_TEXT_LENGTH
 from mlservice.jobs.views import job_read, job_summary
+from mlservice.wallet import breakdown, statements
 from mlservice.wallet import service as wallet_service
-from mlservice.wallet import statements
 from mlservice.wallet import usecases as wallet_usecases
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import PageUser, PageWallet
@@ -271,10 +271,12 @@ async def _wallet_page(
     pager = _pager(number)
     listing = await wallet_service.list_entries(session, user.id, PER_PAGE, pager.offset)
     months = await statements.statement_months(session, user.id)
+    drawn = await breakdown.entry_grants(session, [entry.id for entry in listing.items])
     return page(
         request,
         "wallet.html",
         statement_months=months,
+        entry_grants=drawn,
         detail=detail,
         redeem_error=redeem_error,
         user=user,
