@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from mlservice.wallet import breakdown
 from tests.conftest import Service, wait_for_job
 from tests.fixtures.api import submit, wallet
 from tests.fixtures.web import browser, csrf
@@ -65,3 +66,24 @@ async def test_each_transaction_shows_the_grants_it_drew_on(service: Service) ->
     assert charged is not None
     assert " ".join(held[1].split()) == "held from Welcome bonus 100, Top-up 1"
     assert " ".join(charged[1].split()) == "from Welcome bonus 100, Top-up 1"
+
+
+async def test_the_balance_over_time_stacks_bonus_and_paid_credits(service: Service) -> None:
+    email, headers, user_id = await new_user(service)
+    r = await service.client.post(
+        "/api/wallet/refill", json={"amount": 40}, headers=headers | {"Idempotency-Key": "h-1"}
+    )
+    assert r.status_code == 200, r.text
+    job = (await submit(service, headers, "spend")).json()["id"]
+    await wait_for_job(service.client, headers, job)
+    async with service.db.session() as session:
+        history = await breakdown.balance_history(session, user_id, days=3)
+    assert len(history) == 3
+    assert [(d.paid, d.bonus) for d in history[:2]] == [(0, 0), (0, 0)]  # before the account
+    assert (history[-1].paid, history[-1].bonus) == (40, 97)  # the job drew on the bonus first
+    async with browser(service, email) as client:
+        page = text(await client.get("/wallet"))
+    chart = page[page.index('data-testid="balance-chart"') :]
+    assert "Balance over the last 30 days" in chart
+    assert "Bonus 97 of 137" in chart  # the last day's stack, in words
+    assert "Paid 40 of 137" in chart

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.wallet import grants
 from mlservice.wallet.service import get_wallet
-from mlservice.wallet.tables import CreditGrant, GrantKind, GrantPosting, Wallet
+from mlservice.wallet.tables import CreditGrant, GrantKind, GrantPosting, LedgerEntry, Wallet
 
 EXPIRING_WITHIN = timedelta(days=7)
 
@@ -90,3 +90,47 @@ async def entry_grants(session: AsyncSession, entry_ids: list[int]) -> dict[int,
                 EntryGrant(grant_id, source, kind, abs(amount or held_delta))
             )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class DayBalance:
+    day: date
+    paid: int
+    bonus: int
+
+
+async def balance_history(
+    session: AsyncSession, user_id: uuid.UUID, *, days: int = 30, today: date | None = None
+) -> list[DayBalance]:
+    """The balance at the end of each of the last ``days`` days (UTC), paid and bonus apart: the
+    sums of the user's grant postings up to then (a grant's opening posting counts from the
+    grant's creation)."""
+    last = today or grants.now().date()
+    first = last - timedelta(days=days - 1)
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    at = func.coalesce(LedgerEntry.created_at, CreditGrant.created_at)
+    moved = (
+        select(CreditGrant.kind, at, GrantPosting.amount)
+        .select_from(GrantPosting)
+        .join(CreditGrant, CreditGrant.id == GrantPosting.grant_id)
+        .outerjoin(LedgerEntry, LedgerEntry.id == GrantPosting.entry_id)
+        .where(CreditGrant.user_id == user_id, GrantPosting.amount != 0)
+    )
+    totals = {GrantKind.paid.value: 0, GrantKind.bonus.value: 0}
+    by_day: dict[date, dict[str, int]] = {}
+    for kind, when, amount in await session.execute(moved):
+        if when is None:
+            continue
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        if when < start:
+            totals[kind] = totals.get(kind, 0) + amount
+        else:
+            moves = by_day.setdefault(when.date(), {})
+            moves[kind] = moves.get(kind, 0) + amount
+    history = []
+    for offset in range(days):
+        day = first + timedelta(days=offset)
+        for kind, amount in by_day.get(day, {}).items():
+            totals[kind] = totals.get(kind, 0) + amount
+        history.append(DayBalance(day, totals[GrantKind.paid.value], totals[GrantKind.bonus.value]))
+    return history

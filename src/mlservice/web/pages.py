@@ -34,6 +34,7 @@ from mlservice.jobs.views import job_read, job_summary
 from mlservice.wallet import breakdown, statements
 from mlservice.wallet import service as wallet_service
 from mlservice.wallet import usecases as wallet_usecases
+from mlservice.web import admin_charts as charts
 from mlservice.web.csrf import check_csrf
 from mlservice.web.deps import PageUser, PageWallet
 from mlservice.web.param_form import param_fields
@@ -251,6 +252,16 @@ async def cancel_job(
 # -- wallet ----------------------------------------------------------------------------------------
 
 DEFAULT_TOP_UP = 100
+BALANCE_SERIES = (charts.Series("bonus", "Bonus"), charts.Series("paid", "Paid"))
+
+
+def balance_chart(history: list[breakdown.DayBalance]) -> charts.Chart:
+    """The balance at the end of each day, bonus and paid credits stacked."""
+    columns = [
+        charts.Column(f"{d.day:%b %d}", f"{d.day:%Y-%m-%d} (end of day, UTC)", (d.bonus, d.paid))
+        for d in history
+    ]
+    return charts.stacked_columns(columns, BALANCE_SERIES)
 
 
 async def _wallet_page(
@@ -272,11 +283,13 @@ async def _wallet_page(
     listing = await wallet_service.list_entries(session, user.id, PER_PAGE, pager.offset)
     months = await statements.statement_months(session, user.id)
     drawn = await breakdown.entry_grants(session, [entry.id for entry in listing.items])
+    history = await breakdown.balance_history(session, user.id)
     return page(
         request,
         "wallet.html",
         statement_months=months,
         entry_grants=drawn,
+        balance_chart=balance_chart(history),
         detail=detail,
         redeem_error=redeem_error,
         user=user,
