@@ -19,6 +19,7 @@ from tests.web.test_browser_user import api_job, balance_link, model_price, noti
 
 require_playwright()
 
+from playwright.sync_api import Error as PlaywrightError  # noqa: E402
 from playwright.sync_api import Page, Request, expect  # noqa: E402
 
 Screenshot = Callable[[Page, str], Path]
@@ -62,11 +63,14 @@ def progress_values(page: Page, bar: str, until: Callable[[], bool], within_s: f
     deadline = time.monotonic() + within_s
     while not until():
         assert time.monotonic() < deadline, f"still going after {within_s} s; progress seen: {seen}"
-        value = page.evaluate(
-            "(selector) => { const b = document.querySelector(selector);"
-            " return b && b.hasAttribute('value') ? b.value : null; }",
-            bar,
-        )
+        try:
+            value = page.evaluate(
+                "(selector) => { const b = document.querySelector(selector);"
+                " return b && b.hasAttribute('value') ? b.value : null; }",
+                bar,
+            )
+        except PlaywrightError:  # the page reloads to show the result: nothing to read meanwhile
+            value = None
         if value is not None and (not seen or seen[-1] != value):
             seen.append(value)
         page.wait_for_timeout(40)
