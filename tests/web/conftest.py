@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,11 +56,17 @@ def live_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def live_pg_database_url() -> Iterator[str]:
+    with scratch_pg_url("mlservice_browser") as url:
+        yield url
+
+
+@contextmanager
+def scratch_pg_url(prefix: str) -> Iterator[str]:
     """A scratch PostgreSQL database, dropped afterwards. Synchronous (psycopg): Playwright's sync
     API keeps an event loop of its own on this thread, where asyncio.run cannot start another."""
     import psycopg
 
-    name = f"mlservice_browser_{os.getpid()}_{secrets.token_hex(4)}"
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     server = f"postgresql://{PG_SERVER}/postgres"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

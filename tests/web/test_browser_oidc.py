@@ -4,9 +4,7 @@ through the provider's end-session page back to ours."""
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,11 +17,11 @@ import pytest
 from mlservice.app import create_app
 from mlservice.migrations.runner import upgrade
 from mlservice.settings import Settings
-from tests.conftest import BACKENDS, PG_SERVER
+from tests.conftest import BACKENDS
 from tests.fixtures.live_server import Address, free_port, serve_in_thread
 from tests.fixtures.oidc_provider import OpenIdProvider, running_provider
 from tests.fixtures.predictors import EchoText
-from tests.web.conftest import BrowserConsole, require_playwright
+from tests.web.conftest import BrowserConsole, require_playwright, scratch_pg_url
 
 require_playwright()
 
@@ -63,17 +61,8 @@ def scratch_database(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'mlservice.db'}"
         return
-    import psycopg
-
-    name = f"mlservice_oidc_{os.getpid()}_{secrets.token_hex(4)}"
-    server = f"postgresql://{PG_SERVER}/postgres"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+asyncpg://{PG_SERVER}/{name}"
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_pg_url("mlservice_oidc") as url:
+        yield url
 
 
 def _serving(url: str, tmp_path: Path, model_cache: Path) -> Iterator[tuple[Address, OpenIdProvider]]:
