@@ -40,14 +40,20 @@ def telegram_webhook(settings: Settings, components: Components) -> TelegramWebh
     """The bot in this process, fed by the webhook route, when a webhook URL is configured."""
     if not settings.telegram_webhook_enabled():
         return None
+    from mlservice.bot.notifier import ChatNotifier
     from mlservice.bot.runner import create_bot, create_dispatcher
 
     assert settings.telegram_token is not None
     assert settings.telegram_webhook_secret is not None
     bot = create_bot(settings.telegram_token.get_secret_value(), settings.telegram_api_url)
-    return TelegramWebhook(
-        bot, create_dispatcher(components), settings.telegram_webhook_secret.get_secret_value()
+    hook = TelegramWebhook(
+        bot,
+        create_dispatcher(components),
+        settings.telegram_webhook_secret.get_secret_value(),
+        notifier=ChatNotifier(components, bot),
     )
+    hook.start()
+    return hook
 
 
 def create_app(

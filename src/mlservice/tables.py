@@ -2,7 +2,7 @@
 
 from mlservice.apikeys.tables import ApiKey
 from mlservice.catalog.tables import CatalogModel
-from mlservice.chats.tables import TelegramLink, TelegramLinkCode
+from mlservice.chats.tables import ChatMessage, TelegramLink, TelegramLinkCode
 from mlservice.faces.tables import FaceEntry
 from mlservice.history.tables import PredictionRequest
 from mlservice.idempotency.tables import IdempotencyKey
@@ -12,6 +12,8 @@ from mlservice.storage.tables import FileBlob
 from mlservice.uploads.tables import UploadedFile
 from mlservice.users.tables import User
 from mlservice.wallet.tables import (
+    AlertSettings,
+    BalanceAlert,
     CreditGrant,
     GrantPosting,
     Hold,
@@ -25,8 +27,11 @@ from mlservice.webhooks.tables import WebhookDelivery, WebhookSecret
 metadata = Base.metadata
 
 __all__ = [
+    "AlertSettings",
     "ApiKey",
+    "BalanceAlert",
     "CatalogModel",
+    "ChatMessage",
     "CreditGrant",
     "FaceEntry",
     "FileBlob",

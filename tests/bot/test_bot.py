@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,12 +15,16 @@ from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramForbiddenError, TelegramRetryAfter
+from aiogram.methods import SendMessage
 from aiogram.types import Update
 from sqlalchemy import func, select, update
 
+from mlservice.bot.notifier import ChatNotifier
 from mlservice.bot.replies import status_text, unfinished_outcome
 from mlservice.bot.runner import create_bot, create_dispatcher
-from mlservice.chats.tables import TelegramLinkCode
+from mlservice.chats import usecases as chats
+from mlservice.chats.tables import ChatMessage, TelegramLinkCode
 from mlservice.jobs.tables import Job
 from mlservice.predictors.base import Predictor
 from mlservice.predictors.image_classifier import ImageClassifier
@@ -191,6 +196,58 @@ async def test_models_jobs_and_topup(chat: Chat) -> None:
     )
     jobs = await chat.say("/jobs")
     assert "test-echo: succeeded (3 credits)" in jobs
+
+
+async def test_low_balance_alerts_reach_the_linked_chat(chat: Chat) -> None:
+    headers = await chat.link()
+    r = await chat.svc.client.put("/api/wallet/alerts", json={"thresholds": [98]}, headers=headers)
+    assert r.status_code == 200, r.text
+    me = (await chat.svc.client.get("/api/users/me", headers=headers)).json()["id"]
+    admin = await chat.svc.admin()
+    r = await chat.svc.client.post(
+        f"/api/admin/users/{me}/adjustments", json={"amount": -5, "note": "test"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    notifier = ChatNotifier(chat.svc.app.state.components, chat.bot)
+    assert await notifier.dispatch() == 1
+    sent = [c for c in chat.api.sent("sendMessage") if "running low" in c.fields["text"]]
+    assert [int(c.fields["chat_id"]) for c in sent] == [chat.id]
+    assert "95 available, below 98" in sent[0].fields["text"]
+    assert await notifier.dispatch() == 0  # sent once
+    async with chat.svc.db.session() as session:
+        assert (await session.scalars(select(ChatMessage.status))).all() == ["sent"]
+
+
+class FailingBot:
+    """A bot whose every message meets ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def send_message(self, chat_id: int, text: str) -> None:
+        raise self.error
+
+
+async def test_a_chat_that_blocked_the_bot_is_given_up_and_a_flood_limit_waits(chat: Chat) -> None:
+    method = SendMessage(chat_id=1, text="x")
+    components = chat.svc.app.state.components
+    user = uuid.UUID((await chat.svc.client.get("/api/users/me", headers=await chat.link())).json()["id"])
+    async with chat.svc.db.session(write=True) as session:
+        for chat_id in (1, 2):
+            session.add(ChatMessage(chat_id=chat_id, user_id=user, text="hello"))
+    blocked = ChatNotifier(components, FailingBot(TelegramForbiddenError(method, "bot was blocked")))  # type: ignore[arg-type]
+    flooded = ChatNotifier(components, FailingBot(TelegramRetryAfter(method, "slow down", 90)))  # type: ignore[arg-type]
+    claimed = await chats.claim_messages(components, timedelta(seconds=60), 1)
+    await blocked.send(claimed[0])
+    claimed = await chats.claim_messages(components, timedelta(seconds=60), 1)
+    await flooded.send(claimed[0])
+    async with chat.svc.db.session() as session:
+        rows = {m.chat_id: m for m in await session.scalars(select(ChatMessage))}
+    assert rows[1].status == "failed"
+    assert "blocked" in (rows[1].last_error or "")
+    assert (rows[2].status, rows[2].attempts) == ("pending", 1)
+    assert rows[2].next_attempt_at >= utcnow() + timedelta(seconds=80)
+    assert await chats.claim_messages(components, timedelta(seconds=60), 5) == []
 
 
 async def test_balance_by_kind_and_a_promotion_code(chat: Chat) -> None:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from mlservice.apikeys.tables import ApiKey
-from mlservice.chats.tables import TelegramLinkCode
+from mlservice.chats.tables import ChatMessage, TelegramLinkCode
 from mlservice.history.tables import PredictionRequest
 from mlservice.idempotency import service as idempotency
 from mlservice.idempotency.tables import IdempotencyKey
@@ -71,6 +71,18 @@ def delivery(owner: uuid.UUID, job_id: uuid.UUID, status: str, settled: datetime
         next_attempt_at=settled,
         created_at=settled - MINUTE,
         delivered_at=settled if status == "delivered" else None,
+    )
+
+
+def chat_message(owner: uuid.UUID, status: str, tried: datetime) -> ChatMessage:
+    return ChatMessage(
+        chat_id=7,
+        user_id=owner,
+        text="low",
+        status=status,
+        attempts=1,
+        next_attempt_at=tried,
+        created_at=tried,
     )
 
 
@@ -137,6 +149,13 @@ async def test_expired_rows_go_and_younger_ones_stay(
                 "expired": TelegramLinkCode(code_hash="a" * 64, user_id=owner, expires_at=now - SECOND),
                 "live": TelegramLinkCode(code_hash="b" * 64, user_id=owner, expires_at=now + MINUTE),
             }
+            # Kept as long as delivered webhooks; a pending one however old it is.
+            chat = {
+                "sent_old": chat_message(owner, "sent", now - 7 * DAY - SECOND),
+                "failed_old": chat_message(owner, "failed", now - 7 * DAY - SECOND),
+                "sent_young": chat_message(owner, "sent", now - 7 * DAY + MINUTE),
+                "pending": chat_message(owner, "pending", now - 400 * DAY),
+            }
             session.add_all(
                 [
                     *keys.values(),
@@ -145,6 +164,7 @@ async def test_expired_rows_go_and_younger_ones_stay(
                     *keys_api.values(),
                     *browsers.values(),
                     *codes.values(),
+                    *chat.values(),
                 ]
             )
             await session.flush()
@@ -162,7 +182,9 @@ async def test_expired_rows_go_and_younger_ones_stay(
             "request_history": 1,
             "browser_sessions": 2,
             "telegram_link_codes": 1,
+            "chat_messages": 2,
         }
+        assert await ids(service, ChatMessage.id) == {chat["sent_young"].id, chat["pending"].id}
         assert await ids(service, IdempotencyKey.id) == {keys["young"].id}
         assert await ids(service, AuthSession.id) == {browsers["live"].id}
         assert await ids(service, TelegramLinkCode.code_hash) == {"b" * 64}

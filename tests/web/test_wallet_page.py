@@ -87,3 +87,40 @@ async def test_the_balance_over_time_stacks_bonus_and_paid_credits(service: Serv
     assert "Balance over the last 30 days" in chart
     assert "Bonus 97 of 137" in chart  # the last day's stack, in words
     assert "Paid 40 of 137" in chart
+
+
+async def test_low_balance_alerts_are_set_from_the_wallet(service: Service) -> None:
+    email, headers, _ = await new_user(service)
+    async with browser(service, email) as client:
+        page = (await client.get("/wallet")).text
+        assert 'value="default" checked' in page
+        assert 'data-testid="alert-thresholds"' in page
+
+        form = {"mode": "own", "thresholds": "120, 20", "telegram": "1", "csrf_token": csrf(client)}
+        r = await client.post("/wallet/alerts", data=form)
+        assert r.status_code == 303, r.text
+        page = (await client.get("/wallet")).text
+        assert "Your low-balance alerts are saved." in page
+        assert '<strong data-testid="alert-thresholds">120, 20</strong>' in page
+        assert 'value="own" checked' in page
+
+        # Wrong numbers and a webhook the service refuses: said on the page, nothing saved.
+        for bad, says in (
+            ({"mode": "own", "thresholds": "ten"}, "whole numbers"),
+            ({"mode": "own", "thresholds": "0"}, "whole numbers"),
+            ({"mode": "own", "thresholds": "1,2,3,4,5,6"}, "up to 5"),
+            ({"mode": "maybe"}, "choose"),
+            ({"mode": "default", "webhook_url": "http://127.0.0.1/x"}, "public address"),
+        ):
+            r = await client.post("/wallet/alerts", data=bad | {"csrf_token": csrf(client)})
+            assert r.status_code == 400, (bad, r.status_code)
+            assert 'role="alert" id="alerts-error"' in r.text
+            assert says in text(r).lower(), (bad, text(r))
+        r = await client.post("/wallet/alerts", data={"mode": "off", "csrf_token": "forged"})
+        assert r.status_code == 403
+
+        r = await client.post("/wallet/alerts", data={"mode": "off", "csrf_token": csrf(client)})
+        assert r.status_code == 303
+    body = (await service.client.get("/api/wallet/alerts", headers=headers)).json()
+    assert body["thresholds"] == body["effective"] == []
+    assert body["telegram"] is False  # the box was not ticked

@@ -10,6 +10,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
 
 from mlservice.bot.handlers import build_router
+from mlservice.bot.notifier import ChatNotifier
 from mlservice.components import Components, build_components, close_components, start_components
 from mlservice.settings import Settings
 
@@ -55,11 +56,15 @@ async def run_bot(settings: Settings) -> None:
     components = build_components(settings)
     await start_components(components)
     bot = create_bot(settings.telegram_token.get_secret_value(), settings.telegram_api_url)
+    # Messages the service has for linked chats (low-balance alerts) go out from here.
+    notifier = ChatNotifier(components, bot)
     try:
+        notifier.start()
         await bot.delete_webhook()  # long polling gets nothing while a webhook is set
         await bot.set_my_commands(COMMANDS)
         await create_dispatcher(components).start_polling(bot, handle_signals=False)
     finally:
+        await notifier.stop()
         await bot.session.close()
         await close_components(components)
 

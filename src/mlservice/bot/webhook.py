@@ -16,6 +16,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from fastapi import APIRouter, Body, Header, Request, Response, status
 
+from mlservice.bot.notifier import ChatNotifier
 from mlservice.errors import Forbidden, NotFound
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,17 @@ router = APIRouter(include_in_schema=False)
 
 @dataclass
 class TelegramWebhook:
+    """The bot in the API process: fed by the route below, and sending the chats' outbox."""
+
     bot: Bot
     dispatcher: Dispatcher
     secret: str
+    notifier: ChatNotifier | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def start(self) -> None:
+        if self.notifier is not None:
+            self.notifier.start()
 
     def handle(self, update: Update) -> None:
         task = asyncio.create_task(self._feed(update))
@@ -44,6 +52,8 @@ class TelegramWebhook:
             log.exception("telegram update %s failed", update.update_id)
 
     async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mlservice.catalog import service
+from mlservice.wallet import alerts
 
 if TYPE_CHECKING:
     from mlservice.catalog.tables import CatalogModel
@@ -32,7 +33,8 @@ async def update_model(
     Jobs keep the price they were submitted at; workers take batching limits when they start. A
     batch size is checked against the model installed in this process (``batch_size_too_large``,
     ``model_not_installed``); an unknown slug is ``model_not_found``. ``max_queued_jobs``: None
-    is the server's default; left out, the cap is unchanged.
+    is the server's default; left out, the cap is unchanged. A new price or availability makes
+    every wallet's next low-balance threshold unknown (see :mod:`mlservice.wallet.alerts`).
     """
     async with components.db.session(write=True) as session:
         model = await service.update_model(
@@ -45,6 +47,9 @@ async def update_model(
             max_queued_jobs=max_queued_jobs,
             predictor=components.predictors.get(slug),
         )
+        if price is not None or enabled is not None:
+            # The cheapest price may have changed: a default low-balance threshold with it.
+            await alerts.forget_triggers(session)
     components.catalog.forget(slug)  # submits here see it at once (elsewhere: within seconds)
     return model
 

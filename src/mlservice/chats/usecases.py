@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from mlservice.chats import service
+from mlservice.chats import messages, service
 from mlservice.chats.service import IssuedCode
+from mlservice.types import utcnow
 from mlservice.users.tables import User
 
 if TYPE_CHECKING:
@@ -56,3 +58,26 @@ async def chat_user(components: Components, chat_id: int) -> uuid.UUID | None:
     """The account ``chat_id`` acts for, or None when it is not linked (a read)."""
     async with components.db.session() as session:
         return await service.linked_user(session, chat_id)
+
+
+async def claim_messages(components: Components, lease: timedelta, limit: int) -> list[messages.Outgoing]:
+    """Messages for chats that are due, leased to this process (none: a read, no writer taken)."""
+    now = utcnow()
+    async with components.db.session() as session:
+        if not await messages.any_due(session, now):
+            return []
+    async with components.db.session(write=True) as session:
+        return await messages.claim(session, utcnow(), lease, limit)
+
+
+async def record_message(
+    components: Components,
+    message: messages.Outgoing,
+    *,
+    sent: bool,
+    retry_at: datetime | None = None,
+    error: str | None = None,
+) -> None:
+    """What an attempt to send ``message`` came to (see :func:`messages.record`)."""
+    async with components.db.session(write=True) as session:
+        await messages.record(session, message, utcnow(), sent=sent, retry_at=retry_at, error=error)

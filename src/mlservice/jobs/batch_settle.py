@@ -9,7 +9,9 @@ totals move and a capture entry records the totals it produced, and the job is a
 finished. A job whose attempt lost its claim changes nothing: it is neither written nor charged.
 
 Each capture also charges exactly the grants its hold drew on (the hold's postings), with a posting
-of the capture's entry per grant (see :mod:`mlservice.wallet.grants`).
+of the capture's entry per grant (see :mod:`mlservice.wallet.grants`). The wallets whose available
+credits dropped below their next low-balance threshold come back with the result, for the caller to
+review (:mod:`mlservice.wallet.alerts`): the comparison is part of the statement.
 
 On PostgreSQL the whole batch is one statement (:data:`_SETTLE_PG`): one round trip whatever the
 batch size (and, run on its own, no BEGIN or COMMIT either), its NOTIFY delivered when it commits.
@@ -40,6 +42,18 @@ from mlservice.wallet.tables import EntryType, GrantPosting, Hold, HoldStatus, L
 
 
 @dataclass(frozen=True)
+class Settled:
+    """What settling a batch did: the jobs recorded, and the users whose wallets need a look for
+    a low-balance alert (their available credits dropped below the next threshold)."""
+
+    recorded: set[uuid.UUID]
+    low: set[uuid.UUID]
+
+
+NOTHING = Settled(set(), set())
+
+
+@dataclass(frozen=True)
 class Success:
     """A plain success to record: the attempt that produced it and what the model returned."""
 
@@ -51,30 +65,37 @@ class Success:
 
 async def settle_successes(
     connection: AsyncConnection, successes: Sequence[Success], now: datetime
-) -> set[uuid.UUID]:
+) -> Settled:
     """Record ``successes`` whose attempt still owns its job and capture their holds, in the unit
     of work of ``connection``; returns the ids recorded (the others lost their claim and changed
-    nothing).
+    nothing) and the wallets to look at for an alert.
 
     On PostgreSQL the statement also notifies the listeners of finished jobs (at the commit);
     waking this process's own waiters, after the commit, is the caller's
     (:func:`~mlservice.jobs.events.announce_committed`).
     """
     if not successes:
-        return set()
+        return NOTHING
     if connection.dialect.name == "postgresql":
-        return {job_id for job_id, _ in await connection.execute(_SETTLE_PG, _pg_params(successes, now))}
+        return _settled(list(await connection.execute(_SETTLE_PG, _pg_params(successes, now))))
     return await _settle_sqlite(connection, successes, now)
 
 
 async def settle_successes_alone(
     connection: asyncpg.Connection, successes: Sequence[Success], now: datetime
-) -> set[uuid.UUID]:
+) -> Settled:
     """PostgreSQL: :func:`settle_successes` as a statement of its own on a driver connection
     (:meth:`~mlservice.db.Database.driver`), committed when it returns."""
     if not successes:
-        return set()
-    return {row["id"] for row in await _SETTLE_PG_ALONE.fetch(connection, _pg_params(successes, now))}
+        return NOTHING
+    return _settled(
+        [tuple(row) for row in await _SETTLE_PG_ALONE.fetch(connection, _pg_params(successes, now))]
+    )
+
+
+def _settled(rows: Sequence[Any]) -> Settled:
+    # Every row carries the same list of wallets to look at (one sub-select).
+    return Settled({row[0] for row in rows}, set(rows[0][2] or ()) if rows else set())
 
 
 def _pg_params(successes: Sequence[Success], now: datetime) -> dict[str, Any]:
@@ -125,7 +146,9 @@ WITH input AS (
     FROM totals JOIN locked ON locked.user_id = totals.user_id
     WHERE wallets.user_id = totals.user_id
     RETURNING wallets.user_id,
-        wallets.balance + totals.amount AS balance_before, wallets.held + totals.amount AS held_before
+        wallets.balance + totals.amount AS balance_before, wallets.held + totals.amount AS held_before,
+        -- Below the next low-balance threshold, or that is not known yet: to be looked at.
+        wallets.balance - wallets.held < coalesce(wallets.low_balance_below, {2**63 - 1}) AS low
 ), entries AS (
     INSERT INTO ledger_entries
         (user_id, type, amount, held_delta, balance_after, held_after, job_id, note, created_at)
@@ -162,8 +185,10 @@ WITH input AS (
     FROM (SELECT id, (row_number() OVER () - 1) / {IDS_PER_PAYLOAD} AS payload FROM done) AS numbered
     GROUP BY payload
 )
--- The sub-select runs once, and only if some job was settled: no empty notification.
-SELECT done.id, (SELECT count(*) FROM notified) AS notifications FROM done
+-- The sub-selects run once, and only if some job was settled: no empty notification.
+SELECT done.id, (SELECT count(*) FROM notified) AS notifications,
+    (SELECT array_agg(user_id) FROM moved WHERE low) AS low_users
+FROM done
 """
 )
 _SETTLE_PG_ALONE = DriverStatement(_SETTLE_PG)
@@ -200,7 +225,7 @@ _CAPTURE = (
     .values(status=HoldStatus.captured, resolved_at=bindparam("now"))
     .returning(_holds.c.id, _holds.c.job_id, _holds.c.user_id, _holds.c.amount)
 )
-_TOTALS = select(_wallets.c.user_id, _wallets.c.balance, _wallets.c.held).where(
+_TOTALS = select(_wallets.c.user_id, _wallets.c.balance, _wallets.c.held, _wallets.c.low_balance_below).where(
     _wallets.c.user_id.in_(bindparam("user_ids", expanding=True))
 )
 _DEBIT = (
@@ -220,15 +245,13 @@ _DRAWN = (
 )
 
 
-async def _settle_sqlite(
-    connection: AsyncConnection, successes: Sequence[Success], now: datetime
-) -> set[uuid.UUID]:
+async def _settle_sqlite(connection: AsyncConnection, successes: Sequence[Success], now: datetime) -> Settled:
     # The transaction holds SQLite's write lock: what these reads see stays true until it commits.
     by_id = {s.job_id: s for s in successes}
     running = await connection.execute(_RUNNING, {"ids": list(by_id)})
     owned = [by_id[job_id] for job_id, attempts in running if attempts == by_id[job_id].attempt]
     if not owned:
-        return set()
+        return NOTHING
     await connection.execute(
         _SUCCEED,
         [
@@ -246,12 +269,12 @@ async def _settle_sqlite(
         (await connection.execute(_CAPTURE, {"job_ids": [s.job_id for s in owned], "now": now})).all(),
         key=lambda hold: (hold.user_id, hold.id),
     )
+    low: set[uuid.UUID] = set()
     if captured:
         users = sorted({hold.user_id for hold in captured})
-        totals = {
-            user_id: (balance, held)
-            for user_id, balance, held in await connection.execute(_TOTALS, {"user_ids": users})
-        }
+        totals, below = {}, {}
+        for user_id, balance, held, next_threshold in await connection.execute(_TOTALS, {"user_ids": users}):
+            totals[user_id], below[user_id] = (balance, held), next_threshold
         entries: list[dict[str, Any]] = []
         charged = dict.fromkeys(users, 0)
         for hold in captured:
@@ -274,6 +297,9 @@ async def _settle_sqlite(
         await connection.execute(
             _DEBIT, [{"b_user_id": user, "amount": amount, "now": now} for user, amount in charged.items()]
         )
+        for user_id, (balance, held) in totals.items():
+            if below[user_id] is None or balance - held < below[user_id]:
+                low.add(user_id)
         entry_ids = {job_id: entry_id for entry_id, job_id in await connection.execute(_ENTRY, entries)}
         drawn = await connection.execute(_DRAWN, {"job_ids": [hold.job_id for hold in captured]})
         await grants.post_many(
@@ -284,4 +310,4 @@ async def _settle_sqlite(
                 if amount > 0
             ],
         )
-    return {s.job_id for s in owned}
+    return Settled({s.job_id for s in owned}, low)

@@ -43,6 +43,7 @@ from mlservice.predictors.base import (
 from mlservice.predictors.pool import PredictorPool
 from mlservice.storage.base import Storage
 from mlservice.types import utcnow
+from mlservice.wallet import alerts
 from mlservice.wallet import service as wallet
 from mlservice.webhooks import outbox as webhooks
 
@@ -307,8 +308,11 @@ class JobExecutor:
         """PostgreSQL, a batch of nothing but plain successes, none of them news for a webhook:
         the batch statement is all there is to write, a unit of work by itself."""
         async with self.db.driver() as connection:
-            recorded = await settle_successes_alone(connection, _successes(plain, outcomes), utcnow())
+            settled = await settle_successes_alone(connection, _successes(plain, outcomes), utcnow())
+        recorded = settled.recorded
         announce_committed(self.db, recorded)
+        if settled.low:
+            await _review_alerts(self.db, settled.low)
         report = self.telemetry.report(model_slug)
         _report_plain(report, plain, outcomes, recorded)
         await report.committed()
@@ -330,7 +334,9 @@ class JobExecutor:
                 # transaction moves is locked first, in user order, as below.
                 await wallet.lock_wallets(session, [job.user_id for job in claimed])
                 connection = await session.connection()
-                recorded = await settle_successes(connection, _successes(plain, outcomes), utcnow())
+                batch = await settle_successes(connection, _successes(plain, outcomes), utcnow())
+                recorded = batch.recorded
+                alerts.watch(session, batch.low, alerts.Review.debit)
                 for job in plain:
                     if job.id in recorded and _announces_completion(job):
                         webhooks.enqueue(session, job.id, "completed")
@@ -412,3 +418,14 @@ async def _wake(db: Database, job_ids: set[uuid.UUID]) -> None:
 
 async def _on_success(hooks: JobHooks, job: Claimed, session: AsyncSession, output: PredictOutput) -> None:
     await hooks.on_success(session, job, output)
+
+
+async def _review_alerts(db: Database, user_ids: set[uuid.UUID]) -> None:
+    """Low-balance alerts of wallets a committed batch left below their next threshold: a failure
+    here loses nothing (the wallet stays below it, so its next charge looks again)."""
+    try:
+        async with db.session(write=True) as session:
+            await wallet.lock_wallets(session, user_ids)
+            await alerts.review(session, user_ids, alerts.Review.debit)
+    except Exception:
+        log.warning("could not review low-balance alerts of %d wallets", len(user_ids), exc_info=True)

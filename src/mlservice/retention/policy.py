@@ -17,6 +17,8 @@ REQUEST_HISTORY = "request_history"
 # Gone once they can no longer be used (no setting: nothing is ever read from them afterwards).
 BROWSER_SESSIONS = "browser_sessions"
 LINK_CODES = "telegram_link_codes"
+# Sent (or given-up) messages to chats: kept as long as delivered webhooks.
+CHAT_MESSAGES = "chat_messages"
 KINDS = (
     IDEMPOTENCY_KEYS,
     UPLOADS,
@@ -26,6 +28,7 @@ KINDS = (
     REQUEST_HISTORY,
     BROWSER_SESSIONS,
     LINK_CODES,
+    CHAT_MESSAGES,
 )
 
 

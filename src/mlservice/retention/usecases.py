@@ -11,6 +11,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.apikeys import service as apikeys
+from mlservice.chats import messages as chat_messages
 from mlservice.chats import service as chats
 from mlservice.db import Database
 from mlservice.errors import ServiceUnavailable
@@ -21,6 +22,7 @@ from mlservice.jobs.settle import artifact_key
 from mlservice.retention.policy import (
     API_KEYS,
     BROWSER_SESSIONS,
+    CHAT_MESSAGES,
     IDEMPOTENCY_KEYS,
     JOB_FILES,
     KINDS,
@@ -83,6 +85,8 @@ def batches(policy: RetentionPolicy, now: datetime) -> list[tuple[str, Batch]]:
     for status, kept in (("delivered", policy.delivered_webhooks), ("failed", policy.failed_webhooks)):
         if kept is not None:
             found.append((WEBHOOK_DELIVERIES, _rows(webhooks.delete_settled, now - kept, status=status)))
+    if policy.delivered_webhooks is not None:
+        found.append((CHAT_MESSAGES, _rows(chat_messages.delete_settled, now - policy.delivered_webhooks)))
     if policy.revoked_api_keys is not None:
         found.append((API_KEYS, _rows(apikeys.delete_revoked, now - policy.revoked_api_keys)))
     if policy.request_history is not None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.users.tables import User
-from mlservice.wallet import grants, service
+from mlservice.wallet import alerts, grants, service
 from mlservice.wallet.errors import GrantNotFound, GrantNotVoidable
 from mlservice.wallet.tables import CreditGrant, EntryType, GrantKind, GrantPosting, GrantSource, Wallet
 
@@ -83,6 +83,7 @@ async def void(session: AsyncSession, grant_id: int, by: str) -> CreditGrant:
     entry = service.post_entry(
         session, wallet, EntryType.void, amount=-found.remaining, note=f"Grant {found.id} voided by {by}"
     )
+    alerts.watch(session, [found.user_id], alerts.Review.debit)
     await session.flush()
     session.add(GrantPosting(entry_id=entry.id, grant_id=found.id, amount=-found.remaining, held_delta=0))
     found.remaining = 0

@@ -9,7 +9,11 @@ from mlservice.deps import ComponentsDep, OffsetQuery, SessionDep
 from mlservice.errors import error_responses
 from mlservice.users.auth import CurrentUser
 from mlservice.wallet import service, statements, usecases
+from mlservice.wallet.alerts import AlertView
 from mlservice.wallet.schemas import (
+    AlertRequest,
+    AlertSettingsRead,
+    BalanceAlertRead,
     EntryPage,
     EntryRead,
     GrantRead,
@@ -49,6 +53,34 @@ async def redeem(body: RedeemRequest, user: CurrentUser, components: ComponentsD
     """Redeem a promotion code for a bonus grant (once per user)."""
     wallet, made = await usecases.redeem_promo_code(components, user.id, body.code)
     return RedeemResponse(wallet=WalletRead.model_validate(wallet), grant=GrantRead.model_validate(made))
+
+
+@router.get("/alerts", response_model=AlertSettingsRead)
+async def read_alerts(user: CurrentUser, components: ComponentsDep) -> AlertSettingsRead:
+    """Low-balance alerts: your thresholds (or the defaults), where they are sent, the latest ones."""
+    return _alerts(await usecases.alert_settings(components, user.id))
+
+
+@router.put("/alerts", response_model=AlertSettingsRead, responses=error_responses(400, 422))
+async def set_alerts(body: AlertRequest, user: CurrentUser, components: ComponentsDep) -> AlertSettingsRead:
+    """Set the thresholds (null: the cheapest model's price and 10 % of the last top-up), the
+    account webhook for `balance.low` events and Telegram messages. Each threshold is announced
+    once per crossing: again only after credits came in and lifted you back above it."""
+    view = await usecases.configure_alerts(
+        components, user.id, thresholds=body.thresholds, webhook_url=body.webhook_url, telegram=body.telegram
+    )
+    return _alerts(view)
+
+
+def _alerts(view: AlertView) -> AlertSettingsRead:
+    return AlertSettingsRead(
+        thresholds=view.thresholds,
+        effective=view.effective,
+        below=view.below,
+        webhook_url=view.webhook_url,
+        telegram=view.telegram,
+        recent=[BalanceAlertRead.model_validate(a) for a in view.recent],
+    )
 
 
 @router.get("/transactions", response_model=EntryPage)

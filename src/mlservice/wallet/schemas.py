@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,3 +81,37 @@ class RedeemRequest(BaseModel):
 class RedeemResponse(BaseModel):
     wallet: WalletRead
     grant: GrantRead
+
+
+class AlertRequest(BaseModel):
+    """How to be told that credits run low (``PUT /api/wallet/alerts``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: list[Annotated[int, Field(ge=1, le=10**12)]] | None = Field(
+        default=None,
+        max_length=5,
+        description="Alert when the available credits drop below each of these; null: the defaults "
+        "(the cheapest model's price and 10 % of the last top-up); []: no alerts",
+    )
+    webhook_url: str | None = Field(
+        default=None, description="Where `balance.low` events are POSTed, signed like job webhooks"
+    )
+    telegram: bool = Field(default=True, description="Also message the Telegram chats linked to the account")
+
+
+class BalanceAlertRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    threshold: int = Field(description="The lowest threshold this alert crossed")
+    available: int = Field(description="Credits available when it was sent")
+    created_at: datetime
+
+
+class AlertSettingsRead(BaseModel):
+    thresholds: list[int] | None = Field(description="The user's own thresholds; null: the defaults")
+    effective: list[int] = Field(description="The thresholds in force now, highest first")
+    below: list[int] = Field(description="Thresholds the available credits are below, already announced")
+    webhook_url: str | None
+    telegram: bool
+    recent: list[BalanceAlertRead] = Field(description="The latest alerts, newest first")

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mlservice.errors import NotFound
 from mlservice.types import utcnow
-from mlservice.wallet import grants
+from mlservice.wallet import alerts, grants
 from mlservice.wallet.errors import AdjustmentExceedsAvailable, InsufficientCredits
 from mlservice.wallet.tables import (
     CreditGrant,
@@ -123,6 +123,7 @@ async def credit(
 ) -> tuple[LedgerEntry, CreditGrant]:
     """Credits in: a ledger entry and the new grant that holds them (the caller holds the lock)."""
     entry = post_entry(session, wallet, type_, amount=amount, note=note)
+    alerts.watch(session, [wallet.user_id], alerts.Review.credit)
     await session.flush()
     grant = await grants.open_grant(
         session,
@@ -186,6 +187,7 @@ async def adjust(
     connection = await session.connection()
     draws = grants.plan(await grants.live(connection, user_id), -amount, at)
     entry = post_entry(session, wallet, EntryType.adjustment, amount=amount, note=note)
+    alerts.watch(session, [user_id], alerts.Review.debit)
     await session.flush()
     await grants.post(connection, entry.id, [grants.Move(g, -n, 0) for g, n in draws], None)
     return entry
@@ -203,6 +205,7 @@ async def expire(session: AsyncSession, wallet: Wallet, at: datetime) -> int:
 async def _expire(session: AsyncSession, wallet: Wallet, due: Sequence[tuple[int, int]]) -> int:
     if not due:
         return 0
+    alerts.watch(session, [wallet.user_id], alerts.Review.debit)
     connection = await session.connection()
     for grant_id, free in due:
         entry = post_entry(session, wallet, EntryType.expiry, amount=-free, note=f"Grant {grant_id} expired")
@@ -305,6 +308,8 @@ async def _resolve(session: AsyncSession, job_id: uuid.UUID, to: HoldStatus) -> 
             _MOVE, {"b_user_id": user_id, "amount": amount_delta, "held_delta": -amount, "now": now}
         )
     ).one()
+    if captured:
+        alerts.watch(session, [user_id], alerts.Review.debit)
     entry_type = EntryType.capture if captured else EntryType.release
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
@@ -386,6 +391,7 @@ async def refund(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
         await session.execute(_MOVE, {"b_user_id": user_id, "amount": amount, "held_delta": 0, "now": now})
     ).one()
     entry_id = await _entry(session, user_id, EntryType.refund, amount, 0, balance, held, job_id, now)
+    alerts.watch(session, [user_id], alerts.Review.credit)
     connection = await session.connection()
     charged = [(g, -a) for g, a, _ in await grants.held_by_job(connection, job_id) if a < 0]
     await grants.post(connection, entry_id, [grants.Move(g, n, 0) for g, n in charged], job_id)

@@ -5,7 +5,9 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -81,6 +83,9 @@ class Wallet(Base):
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     held: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # A low-balance check is due once ``available`` drops below this: the highest alert threshold
+    # not yet crossed (0: none left); NULL when not known yet (see :mod:`mlservice.wallet.alerts`).
+    low_balance_below: Mapped[int | None] = mapped_column(BigInteger)
 
     @property
     def available(self) -> int:
@@ -225,4 +230,34 @@ class PromoRedemption(Base):
     grant_id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("credit_grants.id", ondelete="CASCADE")
     )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AlertSettings(Base):
+    """How a user is told that credits run low: their own thresholds (NULL: the defaults), an
+    account webhook for ``balance.low`` events, Telegram on or off, and which thresholds the
+    available credits are below now and were already announced (``alerted``): once per crossing."""
+
+    __tablename__ = "alert_settings"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    thresholds: Mapped[list[int] | None] = mapped_column(JSON)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    telegram: Mapped[bool] = mapped_column(Boolean, default=True)
+    alerted: Mapped[list[int]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class BalanceAlert(Base):
+    """One low-balance alert as it was sent: the lowest threshold newly crossed and what was left."""
+
+    __tablename__ = "balance_alerts"
+    __table_args__ = (Index("ix_balance_alerts_user_id_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    threshold: Mapped[int] = mapped_column(BigInteger)
+    available: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

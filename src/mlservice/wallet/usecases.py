@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlservice.idempotency import service as idempotency
-from mlservice.wallet import breakdown, granting, grants, promotions, service
+from mlservice.wallet import alerts, breakdown, granting, grants, promotions, service
 from mlservice.wallet.errors import InvalidTopUpAmount, RefillLimitExceeded
 from mlservice.wallet.schemas import EntryRead, GrantRead, RefillResponse, WalletDetail, WalletRead
+from mlservice.webhooks.destinations import check_url
 
 if TYPE_CHECKING:
     import uuid
@@ -195,3 +196,31 @@ async def wallet_of(components: Components, user_id: uuid.UUID) -> Wallet:
     """The user's wallet as it is now (a read)."""
     async with components.db.session() as session:
         return await service.get_wallet(session, user_id)
+
+
+async def alert_settings(components: Components, user_id: uuid.UUID) -> alerts.AlertView:
+    """The user's low-balance alert settings and the latest alerts (a read)."""
+    async with components.db.session() as session:
+        return await alerts.view(session, user_id)
+
+
+async def configure_alerts(
+    components: Components,
+    user_id: uuid.UUID,
+    *,
+    thresholds: list[int] | None,
+    webhook_url: str | None,
+    telegram: bool,
+) -> alerts.AlertView:
+    """Set how the user is told that credits run low: thresholds (None: the defaults, []: none), an
+    account webhook for ``balance.low`` (checked as job webhooks are: ``invalid_webhook``) and
+    Telegram on or off. Thresholds the available credits are below already are not announced."""
+    url = webhook_url.strip() if webhook_url else None
+    if url:
+        url = check_url(url, allow_private=components.settings.webhook_allow_private)
+    async with components.db.session(write=True) as session:
+        await service.lock_wallet(session, user_id)
+        await alerts.configure(
+            session, user_id, custom=thresholds, webhook_url=url or None, telegram=telegram
+        )
+        return await alerts.view(session, user_id)

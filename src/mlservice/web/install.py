@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlservice.errors import AppError, describe_error, error_json
-from mlservice.web import admin, auth_pages, oidc_pages, pages
+from mlservice.web import admin, auth_pages, oidc_pages, pages, wallet_pages
 from mlservice.web.deps import viewer_from_cookie
 from mlservice.web.render import STATIC_DIR, LoginRequired, login_redirect, page
 
@@ -60,6 +60,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(auth_pages.router)
     app.include_router(oidc_pages.router)
     app.include_router(pages.router)
+    app.include_router(wallet_pages.router)
     app.include_router(admin.router)
 
     @app.exception_handler(LoginRequired)

@@ -72,7 +72,8 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Claimed:
     id: int
-    job_id: uuid.UUID
+    # None: an account event (``balance.low``), not a job's.
+    job_id: uuid.UUID | None
     user_id: uuid.UUID
     event: str
     url: str
@@ -277,9 +278,9 @@ class WebhookDeliverer:
             if delay is None:
                 status = "failed"
                 log.warning(
-                    "webhook %s of job %s given up after %d attempts: %s",
+                    "webhook %s of %s given up after %d attempts: %s",
                     delivery.event,
-                    delivery.job_id,
+                    f"job {delivery.job_id}" if delivery.job_id else f"user {delivery.user_id}",
                     delivery.attempts,
                     result.error,
                 )

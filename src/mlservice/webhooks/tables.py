@@ -12,8 +12,9 @@ from mlservice.types import UTCDateTime, utcnow
 
 
 class WebhookDelivery(Base):
-    """One event to POST to a job's webhook: written in the transaction that makes the event
-    happen (outbox), sent and retried by a deliverer that never blocks the job."""
+    """One event to POST to a job's webhook, or (no ``job_id``) to the account's webhook
+    (``balance.low``): written in the transaction that makes the event happen (outbox), sent and
+    retried by a deliverer that never blocks the job."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -22,7 +23,7 @@ class WebhookDelivery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("jobs.id", ondelete="CASCADE"))
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(String(2000))
