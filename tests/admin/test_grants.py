@@ -5,6 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from sqlalchemy import select
+
+from mlservice.users.tables import User
+from mlservice.wallet import usecases as wallet_usecases
+from mlservice.wallet.tables import CreditGrant
 from tests.conftest import Service
 from tests.fixtures.api import submit, wallet
 from tests.fixtures.grants import check_grants
@@ -69,4 +75,30 @@ async def test_a_grant_to_everyone_and_only_administrators_grant(service: Servic
     assert r.json()["count"] == 3  # the administrator's account too
     for headers in (ann, bob):
         assert await wallet(service, headers) == {"balance": 107, "held": 0, "available": 107}
+        await check_grants(service.db, await user_id(service, headers))
+
+
+async def test_a_grant_to_everyone_commits_in_batches_and_lists_the_first(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await service.admin()
+    users = [await service.user() for _ in range(4)]
+    async with service.db.session(write=True) as session:
+        gone = await session.get(User, await user_id(service, users[0]))
+        assert gone is not None
+        gone.is_active = False  # no grant for a deactivated account
+    monkeypatch.setattr(wallet_usecases, "GRANT_BATCH", 2)
+    monkeypatch.setattr(wallet_usecases, "GRANTS_LISTED", 3)
+    r = await service.client.post("/api/admin/grants", json={"amount": 4, "note": "batched"}, headers=admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["count"] == 4  # the administrator and three active users, in two batches
+    listed = r.json()["grants"]
+    assert len(listed) == 3
+    assert len({g["id"] for g in listed}) == 3
+    async with service.db.session() as session:
+        made = list(await session.scalars(select(CreditGrant).where(CreditGrant.note == "batched")))
+    assert len(made) == 4
+    assert await user_id(service, users[0]) not in {g.user_id for g in made}
+    for headers in users[1:]:
+        assert (await wallet(service, headers))["available"] == 104
         await check_grants(service.db, await user_id(service, headers))

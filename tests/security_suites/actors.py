@@ -149,6 +149,7 @@ BODIES: dict[str, BodyFactory] = {
     "PATCH /api/admin/models/{slug}": lambda a: {"json": {"price": 3}},
     "POST /api/admin/users/{user_id}/adjustments": lambda a: {"json": {"amount": 1, "note": "probe"}},
     "PATCH /api/admin/users/{user_id}": lambda a: {"json": {"is_active": True}},
+    "POST /api/admin/jobs/{job_id}/refund": lambda a: {"json": {"note": "probe"}},
 }
 
 

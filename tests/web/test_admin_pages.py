@@ -27,7 +27,15 @@ from tests.fixtures.web import browser, csrf
 TOKEN = "admin-token-" + "z" * 32
 T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
 DASH, TIMES = "\u2013", "\u00d7"  # as the pages write ranges and image sizes
-PAGES = ["/admin", "/admin/users", "/admin/models", "/admin/history", "/admin/stats", "/admin/history/delete"]
+PAGES = [
+    "/admin",
+    "/admin/users",
+    "/admin/credits",
+    "/admin/models",
+    "/admin/history",
+    "/admin/stats",
+    "/admin/history/delete",
+]
 
 
 async def new_admin(service: Service) -> str:
@@ -118,6 +126,10 @@ async def test_normal_users_get_the_403_page(service: Service) -> None:
             f"/admin/users/{target}/adjustments",
             "/admin/models/test-echo",
             "/admin/history/delete",
+            "/admin/credits/grants",
+            "/admin/credits/promo-codes",
+            "/admin/credits/grants/1/void",
+            "/admin/refunds",
         ):
             r = await user.post(path, data={"csrf_token": csrf(user), "amount": "5", "reason": "x"})
             assert r.status_code == 403, path

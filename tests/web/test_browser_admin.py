@@ -20,6 +20,7 @@ Screenshot = Callable[[Page, str], Path]
 PRICED = "background-removal"
 ADMIN_SECTIONS = {
     "Users": ("/admin/users", "admin-users"),
+    "Credits": ("/admin/credits", "admin-credits"),
     "Models": ("/admin/models", "admin-models"),
     "History": ("/admin/history", "admin-history"),
     "Statistics": ("/admin/stats", "admin-stats"),
@@ -95,7 +96,14 @@ def test_a_user_who_is_not_an_admin_gets_no_admin_page(
 
     # Chromium logs every 4xx document it loads as a console error: these ones are the point.
     browser_console.allow(r"status of 403")
-    for path in ("/admin", "/admin/users", "/admin/models", "/admin/history", "/admin/stats"):
+    for path in (
+        "/admin",
+        "/admin/users",
+        "/admin/credits",
+        "/admin/models",
+        "/admin/history",
+        "/admin/stats",
+    ):
         response = page.goto(path)
         assert response is not None
         assert response.status == 403, path

@@ -4,7 +4,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Body, Depends, Header, Path, Query
 
 from mlservice.admin import service, usecases
 from mlservice.admin.schemas import (
@@ -17,6 +17,8 @@ from mlservice.admin.schemas import (
     GrantsMade,
     PromoCodeRead,
     PromoCodeRequest,
+    RefundRequest,
+    RefundResponse,
 )
 from mlservice.deps import ComponentsDep, IsoDateTime, OffsetQuery, SessionDep, SettingsDep
 from mlservice.errors import error_responses
@@ -109,7 +111,13 @@ async def adjust_balance(
 
 @router.post("/grants", response_model=GrantsMade, status_code=201, responses=error_responses(404))
 async def grant_credits(body: GrantRequest, admin: AdminUser, components: ComponentsDep) -> GrantsMade:
-    """Grant bonus credits, with an optional expiry, to one user or (no ``user_id``) to everyone."""
+    """Grant bonus credits, with an optional expiry, to one user or (no ``user_id``) to everyone.
+
+    To everyone, ``count`` is how many accounts got a grant and ``grants`` lists only the first 100
+    of them (the answer would be huge otherwise). The wallets are granted in batches of 500, each
+    committed on its own: should the server stop midway, the batches committed keep their grants
+    and the rest get none (sending it again grants again to those already granted).
+    """
     made = await wallet.grant_credits(
         components,
         admin,
@@ -119,7 +127,7 @@ async def grant_credits(body: GrantRequest, admin: AdminUser, components: Compon
         expires_at=body.expires_at,
         priority=body.priority,
     )
-    return GrantsMade(count=len(made), grants=[GrantRead.model_validate(g) for g in made])
+    return GrantsMade(count=made.count, grants=[GrantRead.model_validate(g) for g in made.grants])
 
 
 @router.post("/grants/{grant_id}/void", response_model=GrantRead, responses=error_responses(404, 409))
@@ -128,6 +136,22 @@ async def void_grant(
 ) -> GrantRead:
     """Take back a grant none of which was spent or is held; it keeps who voided it."""
     return GrantRead.model_validate(await wallet.void_grant(components, admin, grant_id))
+
+
+@router.post("/jobs/{job_id}/refund", response_model=RefundResponse, responses=error_responses(404, 409))
+async def refund_job(
+    job_id: uuid.UUID,
+    admin: AdminUser,
+    components: ComponentsDep,
+    body: Annotated[RefundRequest | None, Body()] = None,
+) -> RefundResponse:
+    """Give a charged job's credits back to the grants they came from, once (``not_refundable``
+    for a job never charged, failed, unfinished or refunded already); the ledger entry names the
+    job, the administrator and the note."""
+    done = await usecases.refund_job(components, admin, job_id, body.note if body else None)
+    return RefundResponse(
+        wallet=WalletRead.model_validate(done.wallet), entry=EntryRead.model_validate(done.entry)
+    )
 
 
 @router.post("/promo-codes", response_model=PromoCodeRead, status_code=201, responses=error_responses(409))

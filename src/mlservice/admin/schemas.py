@@ -44,8 +44,21 @@ class GrantRequest(BaseModel):
 
 
 class GrantsMade(BaseModel):
-    count: int
-    grants: list[GrantRead]
+    count: int = Field(description="Grants made: one, or one per active account")
+    grants: list[GrantRead] = Field(
+        description="The grants made; to everyone, only the first 100 (in user order)"
+    )
+
+
+class RefundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=300, description="Why: kept in the ledger")
+
+
+class RefundResponse(BaseModel):
+    wallet: WalletRead = Field(description="The job owner's wallet after the refund")
+    entry: EntryRead = Field(description="The refund's ledger entry")
 
 
 class PromoCodeRequest(BaseModel):

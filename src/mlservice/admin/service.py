@@ -1,4 +1,5 @@
-"""Administration of accounts, and the second factor that guards destructive admin operations."""
+"""Administration of accounts, what the credits pages read, and the second factor that guards
+destructive admin operations."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mlservice.errors import Conflict, Forbidden, NotFound
 from mlservice.history.service import USER_EMAIL
 from mlservice.users.tables import User
-from mlservice.wallet.tables import Wallet
+from mlservice.wallet.tables import CreditGrant, PromoCode, Wallet
 
 
 class UserNotFound(NotFound):
@@ -104,3 +105,43 @@ async def update_account(
         user.is_active = is_active
     await session.flush()
     return Account(user, await session.get(Wallet, user_id, populate_existing=True))
+
+
+async def find_user_id(session: AsyncSession, email: str) -> uuid.UUID:
+    """The id of the account with this e-mail address (any case), or ``user_not_found``."""
+    found = await session.scalar(select(User.id).where(func.lower(USER_EMAIL) == email.strip().lower()))
+    if found is None:
+        raise UserNotFound(f"There is no user with the e-mail address {email.strip()}.")
+    return found
+
+
+@dataclass
+class GrantRow:
+    grant: CreditGrant
+    email: str
+
+    @property
+    def voidable(self) -> bool:
+        """Whether voiding may take it back: none of it spent or held, not closed."""
+        g = self.grant
+        return g.closed_at is None and g.remaining == g.amount and g.held == 0
+
+
+async def recent_grants(session: AsyncSession, limit: int) -> list[GrantRow]:
+    """The latest grants of every account, newest first, with their owner's e-mail."""
+    rows = await session.execute(
+        select(CreditGrant, USER_EMAIL)
+        .join(User, User.id == CreditGrant.user_id)
+        .order_by(CreditGrant.id.desc())
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
+    return [GrantRow(grant, email) for grant, email in rows]
+
+
+async def promo_codes(session: AsyncSession, limit: int) -> list[PromoCode]:
+    """The latest promotion codes, newest first (each counts its uses)."""
+    rows = await session.scalars(
+        select(PromoCode).order_by(PromoCode.id.desc()).limit(limit).execution_options(populate_existing=True)
+    )
+    return list(rows)

@@ -65,3 +65,10 @@ class PromoCodeAlreadyRedeemed(AppError):
 class PromoCodeTaken(AppError):
     status_code = 409
     code = "promo_code_taken"
+
+
+class JobNotRefundable(AppError):
+    """Only a job whose charge was captured, and not refunded yet, can be refunded."""
+
+    status_code = 409
+    code = "not_refundable"

@@ -43,8 +43,18 @@ async def grant(
     return new
 
 
-async def grant_to_everyone(
+async def active_wallets(session: AsyncSession, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+    """The next ``limit`` active accounts with a wallet, in user order, after ``after`` (None: from
+    the first): a grant to everyone walks them batch by batch."""
+    query = select(Wallet.user_id).join(User, User.id == Wallet.user_id).where(User.is_active.is_(True))
+    if after is not None:
+        query = query.where(Wallet.user_id > after)
+    return list(await session.scalars(query.order_by(Wallet.user_id).limit(limit)))
+
+
+async def grant_to_each(
     session: AsyncSession,
+    users: list[uuid.UUID],
     amount: int,
     *,
     expires_at: datetime | None = None,
@@ -52,13 +62,8 @@ async def grant_to_everyone(
     note: str | None = None,
     by: str | None = None,
 ) -> list[CreditGrant]:
-    """A bonus grant to every active account's wallet, all in the caller's unit of work (the
+    """A bonus grant to each of these users' wallets, all in the caller's unit of work (the
     wallets locked in user order first, as every multi-wallet change locks them)."""
-    users = list(
-        await session.scalars(
-            select(Wallet.user_id).join(User, User.id == Wallet.user_id).where(User.is_active.is_(True))
-        )
-    )
     await service.lock_wallets(session, users)
     return [
         await grant(session, user_id, amount, expires_at=expires_at, priority=priority, note=note, by=by)

@@ -344,6 +344,7 @@ def _entry_row(
     held: int,
     job_id: uuid.UUID | None,
     now: datetime,
+    note: str | None = None,
 ) -> dict[str, Any]:
     return {
         "user_id": user_id,
@@ -353,7 +354,7 @@ def _entry_row(
         "balance_after": balance,
         "held_after": held,
         "job_id": job_id,
-        "note": None,
+        "note": note,
         "created_at": now,
     }
 
@@ -378,10 +379,10 @@ _REFUND_HOLD = (
 )
 
 
-async def refund(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
+async def refund(session: AsyncSession, job_id: uuid.UUID, *, note: str | None = None) -> Resolved | None:
     """Give a captured job's charge back, exactly once, to the grants it was taken from (what goes
-    back to a grant that has expired since is removed again at once); None when the job's hold is
-    not captured (never charged, or refunded already)."""
+    back to a grant that has expired since is removed again at once), ``note`` in its entry; None
+    when the job's hold is not captured (never charged, or refunded already)."""
     now = utcnow()
     hold = (await session.execute(_REFUND_HOLD, {"b_job_id": job_id, "now": now})).one_or_none()
     if hold is None:
@@ -390,7 +391,7 @@ async def refund(session: AsyncSession, job_id: uuid.UUID) -> Resolved | None:
     balance, held = (
         await session.execute(_MOVE, {"b_user_id": user_id, "amount": amount, "held_delta": 0, "now": now})
     ).one()
-    entry_id = await _entry(session, user_id, EntryType.refund, amount, 0, balance, held, job_id, now)
+    entry_id = await _entry(session, user_id, EntryType.refund, amount, 0, balance, held, job_id, now, note)
     alerts.watch(session, [user_id], alerts.Review.credit)
     connection = await session.connection()
     charged = [(g, -a) for g, a, _ in await grants.held_by_job(connection, job_id) if a < 0]

@@ -1,4 +1,4 @@
-"""The wallet's use cases: a top-up, and an administrator's adjustment of a balance.
+"""The wallet's use cases: a top-up; an administrator's adjustment, grants and promotion codes.
 
 Each owns its unit of work, the one commit point of the operation: the JSON API, the web pages and
 the Telegram bot only translate their input into a call and the result into their answer.
@@ -121,6 +121,20 @@ async def expire_grants(components: Components, limit: int = 500) -> int:
         return await service.expire_due(session, grants.now(), limit)
 
 
+# A grant to everyone commits this many wallets at a time, so it never holds every wallet locked
+# (each batch waits only for the spends of its own users), and lists only the first grants made.
+GRANT_BATCH = 500
+GRANTS_LISTED = 100
+
+
+@dataclass(frozen=True)
+class Granted:
+    """How many grants were made, and the first of them (at most :data:`GRANTS_LISTED`)."""
+
+    count: int
+    grants: list[CreditGrant]
+
+
 async def grant_credits(
     components: Components,
     admin: Principal,
@@ -130,16 +144,21 @@ async def grant_credits(
     *,
     expires_at: datetime | None = None,
     priority: int | None = None,
-) -> list[CreditGrant]:
+) -> Granted:
     """Bonus credits from an administrator, to one user (``user_id``) or to every active account
     (None), with an optional expiry and priority; each grant keeps who made it. The caller has
-    checked that ``admin`` is an administrator."""
+    checked that ``admin`` is an administrator.
+
+    To everyone, it is one unit of work per batch of :data:`GRANT_BATCH` wallets, in user order:
+    no transaction holds more wallets locked than that. It is not all or nothing: if the process
+    dies (or the database fails) midway, the batches committed so far keep their grants and the
+    rest get none; running it again would grant a second time to those already granted (their
+    grants name the note and the administrator, so they can be found and voided).
+    """
     by = admin.email
+    if user_id is None:
+        return await _grant_to_everyone(components, amount, note, by, expires_at, priority)
     async with components.db.session(write=True) as session:
-        if user_id is None:
-            return await granting.grant_to_everyone(
-                session, amount, expires_at=expires_at, priority=priority, note=note, by=by
-            )
         one = await granting.grant(
             session,
             user_id,
@@ -149,7 +168,31 @@ async def grant_credits(
             note=f"{note} (by {by})",
             by=by,
         )
-        return [one]
+        return Granted(1, [one])
+
+
+async def _grant_to_everyone(
+    components: Components,
+    amount: int,
+    note: str,
+    by: str,
+    expires_at: datetime | None,
+    priority: int | None,
+) -> Granted:
+    count = 0
+    listed: list[CreditGrant] = []
+    after: uuid.UUID | None = None
+    while True:
+        async with components.db.session(write=True) as session:
+            users = await granting.active_wallets(session, after, GRANT_BATCH)
+            made = await granting.grant_to_each(
+                session, users, amount, expires_at=expires_at, priority=priority, note=note, by=by
+            )
+        count += len(made)
+        listed.extend(made[: GRANTS_LISTED - len(listed)])
+        if len(users) < GRANT_BATCH:
+            return Granted(count, listed)
+        after = users[-1]
 
 
 async def void_grant(components: Components, admin: Principal, grant_id: int) -> CreditGrant:

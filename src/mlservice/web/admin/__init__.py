@@ -1,4 +1,5 @@
-"""The administrators' pages: users and balances, models and prices, request history, statistics.
+"""The administrators' pages: users and balances, credits, models and prices, request history,
+statistics.
 
 Server-rendered over the services the admin API uses; forms post here and are answered with a
 redirect and a notice (post/redirect/get), or with the form again when what was typed is invalid.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mlservice.web.admin import history, models, overview, stats, users
+from mlservice.web.admin import credits, history, models, overview, stats, users
 
 router = APIRouter()
 # Routes match in the order they are added: the page groups keep the order they have always had.
@@ -18,5 +19,6 @@ router.include_router(users.router)
 router.include_router(models.router)
 router.include_router(history.router)
 router.include_router(stats.router)
+router.include_router(credits.router)
 
 __all__ = ["router"]
