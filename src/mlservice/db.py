@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -28,6 +28,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 # Every mapper must be known before the first query, whichever process this is.
 import mlservice.tables  # noqa: F401
+from mlservice import sqlite_inline
 from mlservice.errors import AppError, ServiceUnavailable, is_outage
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # Short: a statement refused for another process's writer waits off the loop (sqlite_inline).
+        cursor.execute(f"PRAGMA busy_timeout={sqlite_inline.INLINE_BUSY_MS}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -122,7 +124,9 @@ def _watch_connections(engine: AsyncEngine, health: DatabaseHealth) -> None:
 
 def make_engine(url: str, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # Statements run on the loop's thread, not aiosqlite's (see mlservice.sqlite_inline).
+        args, kwargs = make_url(url).get_dialect()().create_connect_args(make_url(url))
+        engine = create_async_engine(url, echo=echo, async_creator=sqlite_inline.connect_with(args, kwargs))
         _configure_sqlite(engine)
         return engine
     engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_recycle=1800)
