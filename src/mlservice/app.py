@@ -92,10 +92,11 @@ def create_app(
     install_edge(app, settings, metrics)
     # Every API error, request validation included, has our error body (see install_error_handlers).
     api = APIRouter(prefix="/api", responses=error_responses(422))
+    # The routes of a job's round trip first: a request is matched against the routes in order.
+    api.include_router(jobs_router)
     api.include_router(users_router)
     api.include_router(wallet_router)
     api.include_router(catalog_router)
-    api.include_router(jobs_router)
     api.include_router(webhooks_router)
     api.include_router(faces_router)
     api.include_router(apikeys_router)
