@@ -108,6 +108,11 @@ async def test_the_defaults_alert_once_per_crossing_and_credits_re_arm_them(
                 break
             await asyncio.sleep(0.05)
         assert [d.status for d in await account_deliveries(service, user)] == ["delivered"] * 2
+        listed = (await alerts(service, headers))["deliveries"]
+        assert [(d["event"], d["status"], d["url"]) for d in listed] == [
+            ("balance.low", "delivered", hook)
+        ] * 2
+        assert listed[0]["id"] > listed[1]["id"]  # newest first
 
         # Money in lifts the credits above 10 again: re-armed, and nothing is sent for it.
         r = await service.client.post("/api/wallet/refill", json={"amount": 10}, headers=headers)

@@ -289,6 +289,8 @@ class AlertView:
     webhook_url: str | None
     telegram: bool
     recent: list[Any]
+    # The latest deliveries of account events (balance.low) to the account webhook.
+    deliveries: list[Any]
 
 
 async def view(session: AsyncSession, user_id: uuid.UUID, recent: int = 10) -> AlertView:
@@ -301,6 +303,12 @@ async def view(session: AsyncSession, user_id: uuid.UUID, recent: int = 10) -> A
         .order_by(BalanceAlert.id.desc())
         .limit(recent)
     )
+    sent = await session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id.is_(None), WebhookDelivery.user_id == user_id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(recent)
+    )
     return AlertView(
         thresholds=custom,
         effective=await thresholds(session, user_id, custom),
@@ -308,6 +316,7 @@ async def view(session: AsyncSession, user_id: uuid.UUID, recent: int = 10) -> A
         webhook_url=settings.webhook_url if settings else None,
         telegram=settings.telegram if settings else True,
         recent=list(latest),
+        deliveries=list(sent),
     )
 
 

@@ -24,6 +24,7 @@ from mlservice.wallet.schemas import (
     WalletDetail,
     WalletRead,
 )
+from mlservice.webhooks.schemas import WebhookDeliveryRead
 
 router = APIRouter(prefix="/wallet", tags=["wallet"], responses=error_responses(401))
 
@@ -80,6 +81,12 @@ def _alerts(view: AlertView) -> AlertSettingsRead:
         webhook_url=view.webhook_url,
         telegram=view.telegram,
         recent=[BalanceAlertRead.model_validate(a) for a in view.recent],
+        deliveries=[
+            WebhookDeliveryRead.model_validate(d).model_copy(
+                update={"next_attempt_at": d.next_attempt_at if d.status == "pending" else None}
+            )
+            for d in view.deliveries
+        ],
     )
 
 

@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlservice.webhooks.schemas import WebhookDeliveryRead
+
 
 class WalletRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -115,3 +117,6 @@ class AlertSettingsRead(BaseModel):
     webhook_url: str | None
     telegram: bool
     recent: list[BalanceAlertRead] = Field(description="The latest alerts, newest first")
+    deliveries: list[WebhookDeliveryRead] = Field(
+        description="The latest `balance.low` deliveries to the account webhook, newest first"
+    )
