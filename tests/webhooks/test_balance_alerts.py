@@ -189,20 +189,23 @@ async def test_voiding_a_grant_crosses_and_a_linked_chat_gets_a_message(service:
         assert len(list(await session.scalars(select(ChatMessage)))) == 1
 
 
+async def next_threshold(service: Service, user: uuid.UUID) -> int | None:
+    """The wallet's ``low_balance_below``: the level below which its next charge is looked at."""
+    async with service.db.session() as session:
+        return await session.scalar(select(Wallet.low_balance_below).where(Wallet.user_id == user))
+
+
 async def test_a_price_change_makes_the_next_threshold_unknown(service: Service) -> None:
     admin, headers = await service.admin(), await service.user()
     user = await user_id(service, headers)
     await configure(service, headers)  # reviews the wallet: its next threshold is known
-    async with service.db.session() as session:
-        before = (await session.get(Wallet, user, populate_existing=True)).low_balance_below  # type: ignore[union-attr]
+    before = await next_threshold(service, user)
     assert before is not None
     await set_price(service, admin, "image-classification", 40)
     await set_price(service, admin, "test-echo", 7)
-    async with service.db.session() as session:
-        after = (await session.get(Wallet, user, populate_existing=True)).low_balance_below  # type: ignore[union-attr]
+    after = await next_threshold(service, user)
     assert after is None
     await run_echo(service, headers)  # the charge looks again and sets it
-    async with service.db.session() as session:
-        again = (await session.get(Wallet, user, populate_existing=True)).low_balance_below  # type: ignore[union-attr]
+    again = await next_threshold(service, user)
     assert again == 7
     assert (await wallet(service, headers))["available"] == 93

@@ -81,12 +81,7 @@ def _alerts(view: AlertView) -> AlertSettingsRead:
         webhook_url=view.webhook_url,
         telegram=view.telegram,
         recent=[BalanceAlertRead.model_validate(a) for a in view.recent],
-        deliveries=[
-            WebhookDeliveryRead.model_validate(d).model_copy(
-                update={"next_attempt_at": d.next_attempt_at if d.status == "pending" else None}
-            )
-            for d in view.deliveries
-        ],
+        deliveries=[WebhookDeliveryRead.of(d) for d in view.deliveries],
     )
 
 

@@ -38,9 +38,4 @@ async def job_webhooks(
 ) -> list[WebhookDeliveryRead]:
     """The webhook deliveries of one of your jobs, oldest first."""
     deliveries = await service.job_deliveries(session, user.id, job_id)
-    return [
-        WebhookDeliveryRead.model_validate(d).model_copy(
-            update={"next_attempt_at": d.next_attempt_at if d.status == "pending" else None}
-        )
-        for d in deliveries
-    ]
+    return [WebhookDeliveryRead.of(d) for d in deliveries]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,3 +25,9 @@ class WebhookDeliveryRead(BaseModel):
     created_at: datetime
     next_attempt_at: datetime | None = Field(description="When it is tried next, while pending")
     delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, delivery: Any) -> WebhookDeliveryRead:
+        """A delivery as users read it: when it is tried next only while it is pending."""
+        read = cls.model_validate(delivery)
+        return read if delivery.status == "pending" else read.model_copy(update={"next_attempt_at": None})
